@@ -1,0 +1,199 @@
+"""Embeddings: one Parquet table per (model, dataset) with latents, projections and predictions.
+
+The table is keyed by the dataset's ``id`` column and cached next to the dataset (or in
+the user cache when the dataset directory is read-only), under a name built from the
+model's hash and the dataset's fingerprint, so a second start costs no inference.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from galexplore.data.dataset import Dataset, open_dataset
+from galexplore.data.recipes import get_recipe
+from galexplore.errors import ModelError
+from galexplore.models.checkpoint import ModelCard, check_compatible, load_checkpoint
+from galexplore.models.device import resolve_device
+from galexplore.models.zoo import resolve_model
+from galexplore.paths import data_dir
+
+#: Rows above which UMAP is fitted on a subsample and applied to the rest.
+UMAP_SUBSAMPLE = 20_000
+ProgressCallback = Callable[[int, int], None]
+
+
+class LoadedModel:
+    """A model with its card, its hash and its checkpoint directory (the unit the app switches between)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+        self.path = resolve_model(str(path))
+        self.device = resolve_device(device)
+        self.model, self.card = load_checkpoint(self.path, device=self.device)
+        self.model.eval()
+        self.hash = self.card.model_hash(self.model) if hasattr(self.card, "model_hash") else None
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+
+def prepare_inputs(card: ModelCard, dataset: Dataset, index) -> np.ndarray:
+    """Model input for rows ``index``: the card's channels through the card's recipe."""
+    channel_idx = [dataset.channel_index(c) for c in card.channels]
+    maps = np.asarray(dataset.maps[index], dtype=np.float32)[:, channel_idx]
+    return get_recipe(card.recipe)(maps)
+
+
+@torch.inference_mode()
+def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, device: str | torch.device,
+              batch_size: int = 256, progress_callback: ProgressCallback | None = None) -> dict[str, np.ndarray]:
+    """Batched inference over a whole dataset.
+
+    Returns
+    -------
+    dict with ``latent`` (N, d), ``recon_mse`` (N,) where the model reconstructs, and
+    ``pred_<name>`` (N,) for each model output, in physical units.
+    """
+    n = len(dataset)
+    out: dict[str, list[np.ndarray]] = {"latent": [], "recon_mse": []}
+    can_reconstruct = hasattr(model, "reconstruct")
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x = torch.from_numpy(prepare_inputs(card, dataset, slice(start, stop))).to(device)
+        out["latent"].append(model.encode(x).float().cpu().numpy())
+        if can_reconstruct:
+            recon = model.reconstruct(x)
+            out["recon_mse"].append(((recon - x) ** 2).mean(dim=(1, 2, 3)).float().cpu().numpy())
+        for name, value in (model.predict(x) if hasattr(model, "predict") else {}).items():
+            out.setdefault(f"pred_{name}", []).append(value.float().cpu().numpy().reshape(len(x)))
+        if progress_callback is not None:
+            progress_callback(stop, n)
+    return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndarray],
+                    *, umap: bool = True, seed: int = 0) -> pd.DataFrame:
+    """Turn raw model outputs into the embedding table (column names in docs/CONTRACTS.md)."""
+    from galexplore.analysis.position_angle import latent_angle
+    from galexplore.analysis.projections import PCAProjection, UMAPProjection, fold
+
+    latent = outputs["latent"]
+    table = pd.DataFrame({"id": np.asarray(ids, dtype=np.int64)})
+    for k in range(latent.shape[1]):
+        table[f"latent_{k}"] = latent[:, k]
+
+    pca_params = card.extras.get("pca")
+    pca = (PCAProjection.from_params(np.asarray(pca_params["mean"]), np.asarray(pca_params["components"]))
+           if pca_params else PCAProjection().fit(latent))
+    rotated = pca.transform(latent)
+    for k in range(rotated.shape[1]):
+        table[f"pca_{k}"] = rotated[:, k]
+
+    if rotated.shape[1] >= 3:
+        r, h = fold(rotated[:, :3])
+        table["folded_r"], table["folded_h"] = r, h
+        angle = latent_angle(rotated[:, :3])
+        calibration = card.extras.get("pa_calibration")
+        if calibration:
+            angle = (calibration["sense"] * angle + calibration["offset_deg"]) % 360.0
+        table["pa_latent"] = angle
+        boundary = card.extras.get("boundary")
+        if boundary:
+            table["pred_class"] = (r >= boundary["folded_r"]).astype(np.int8)
+
+    if umap and latent.shape[1] > 2 and len(latent) >= 10:
+        coords = UMAPProjection(subsample=UMAP_SUBSAMPLE, random_state=seed).fit_transform(latent)
+        table["umap_0"], table["umap_1"] = coords[:, 0], coords[:, 1]
+    elif latent.shape[1] == 2:
+        table["umap_0"], table["umap_1"] = latent[:, 0], latent[:, 1]
+
+    for name, values in outputs.items():
+        if name.startswith("pred_"):
+            table[name] = values
+    if "recon_mse" in outputs:
+        table["recon_mse"] = outputs["recon_mse"]
+    return table
+
+
+def cache_path(model: LoadedModel, dataset: Dataset) -> Path:
+    """Where the embedding of ``model`` on ``dataset`` is cached."""
+    name = f"{model.card.name}-{model.hash[:16]}-{dataset.fingerprint[:16]}.parquet"
+    beside = Path(dataset.path) / "embeddings"
+    if os.access(dataset.path, os.W_OK):
+        return beside / name
+    return data_dir() / "embeddings" / name
+
+
+def load_or_compute_embedding(model, dataset, *, device: str = "auto", batch_size: int = 256,
+                              force: bool = False, umap: bool = True,
+                              progress_callback: ProgressCallback | None = None) -> pd.DataFrame:
+    """The embedding of ``model`` on ``dataset``, from the cache when present.
+
+    Parameters
+    ----------
+    model : a `LoadedModel`, a checkpoint directory or a zoo name.
+    dataset : a `Dataset` or a dataset directory.
+    force : recompute and overwrite the cache.
+    progress_callback : called with (maps done, maps total) during inference.
+    """
+    model = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
+    dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    path = cache_path(model, dataset)
+    if path.is_file() and not force:
+        return pd.read_parquet(path)
+    check_compatible(model.card, dataset)
+    outputs = run_model(model.model, model.card, dataset, device=model.device,
+                        batch_size=batch_size, progress_callback=progress_callback)
+    table = embedding_table(model.card, dataset.catalog["id"].to_numpy(), outputs, umap=umap)
+    _write_atomically(table, path, {"model": model.card.name, "model_hash": model.hash,
+                                    "dataset": str(dataset.path), "dataset_fingerprint": dataset.fingerprint,
+                                    "created_unix": f"{time.time():.0f}"})
+    return table
+
+
+def embed(model, dataset, *, device: str = "auto", batch_size: int = 256, force: bool = False,
+          progress: bool = False) -> Path:
+    """`galexplore embed`: compute (or find) the cached embedding and return its path."""
+    from tqdm.auto import tqdm
+
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    bar = tqdm(total=len(ds), unit="map", disable=not progress, desc="embedding")
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    load_or_compute_embedding(loaded, ds, batch_size=batch_size, force=force, progress_callback=advance)
+    bar.close()
+    return cache_path(loaded, ds)
+
+
+def _write_atomically(table: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                           **{f"galexplore.{k}": str(v) for k, v in metadata.items()}})
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        pq.write_table(arrow, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def require_columns(table: pd.DataFrame, columns: list[str]) -> None:
+    """Raise ModelError naming the embedding columns that are missing."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ModelError(f"the embedding has no column(s) {missing}; available: {list(table.columns)}. "
+                         "Recompute it with `galexplore embed MODEL DATASET --force`.")

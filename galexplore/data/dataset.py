@@ -1,0 +1,566 @@
+"""The galexplore dataset: one directory with a manifest, a Parquet catalogue and a map store.
+
+Layout::
+
+    DATASET/
+      manifest.json                      format version, shape, channels + units, storage,
+                                         the committed chunk and catalogue files, provenance
+      maps/chunk-<first map>.f32|.f16|.lzma   N x C x H x W maps in physical units, NaN blank
+      catalog/part-<first row>.parquet   catalogue rows, units in each field's b"unit" metadata
+
+Departure from DESIGN.md: the catalogue is stored as one or more Parquet *parts*
+(``catalog/part-*.parquet``) rather than a single ``catalog.parquet``, so that appending never
+rewrites existing files. Row i of the concatenated parts belongs to map i.
+
+Commit protocol: the manifest is the single source of truth; files it does not list are
+ignored. `create_dataset` writes into a hidden sibling directory that is renamed into place
+on `DatasetWriter.close`. `append_to_dataset` writes new chunk and part files beside the old
+ones and then atomically replaces ``manifest.json`` (``os.replace``); a crash before that
+leaves the old dataset intact, and the next append deletes the orphaned files. One writer
+at a time per dataset.
+
+Opening is lazy: `open_dataset` reads only the manifest; `Dataset.catalog` reads the parts on
+first access; `Dataset.column_units` reads one Parquet footer; `Dataset.maps` reads only the
+chunks that hold the requested maps (see `galexplore.data.mapstore` for the storage kinds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from galexplore.data.mapstore import (
+    CHUNK_SUFFIX,
+    STORAGE_KINDS,
+    ChunkReader,
+    default_chunk_maps,
+    default_quantisation,
+    encode_chunk,
+    quantise,
+)
+from galexplore.errors import DatasetError
+
+FORMAT_NAME = "galexplore-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MAPS_DIR = "maps"
+CATALOG_DIR = "catalog"
+#: Catalogue rows buffered by a writer before they are written as one Parquet part.
+CATALOG_PART_ROWS = 1 << 20
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_dir():
+        raise DatasetError(f"dataset directory {path} does not exist; check the path, or create it "
+                           "with `galexplore sample` or galexplore.data.create_dataset.")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise DatasetError(f"{path} has no {MANIFEST}, so it is not a (complete) galexplore dataset; "
+                           "an interrupted write leaves no manifest: regenerate the dataset.")
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{file} is not valid JSON ({err}); regenerate the dataset.") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{file} is not a galexplore dataset manifest (no \"format\": "
+                           f"\"{FORMAT_NAME}\"); point to a dataset directory.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetError(f"{file} has format version {version!r}, but this galexplore reads only "
+                           f"version {FORMAT_VERSION}; use the galexplore version that wrote it, or "
+                           "regenerate the dataset.")
+    n_maps = manifest["n_maps"]
+    in_chunks = sum(c["n_maps"] for c in manifest["chunks"])
+    in_catalog = sum(p["n_rows"] for p in manifest["catalog_parts"])
+    if in_chunks != n_maps or in_catalog != n_maps:
+        raise DatasetError(f"{file} is inconsistent: {n_maps} maps declared, {in_chunks} in the map "
+                           f"store, {in_catalog} catalogue rows; regenerate the dataset.")
+    return manifest
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically (temporary file, fsync, os.replace)."""
+    tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
+    _fsync_write(tmp, json.dumps(manifest, indent=1).encode())
+    os.replace(tmp, directory / MANIFEST)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class MapView:
+    """Lazy N x C x H x W float32 view of a dataset's maps (NaN blank), read chunk by chunk.
+
+    Index with an int, a slice, an int array or a boolean mask of length N; further indices
+    (channel, row, column) may follow in a tuple: ``maps[idx, 1]``. Results are new arrays.
+    """
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self._reader = reader
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self._reader),) + self._reader.map_shape
+
+    dtype = np.dtype(np.float32)
+
+    @property
+    def chunks_read(self) -> int:
+        """Chunk files opened (raw) or decoded (compact) so far."""
+        return self._reader.chunks_read
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        rest: tuple = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = len(self._reader)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"map index {key} is out of range for {n} maps.")
+            return self._reader.take(np.array([i], dtype=np.int64))[0][rest]
+        if isinstance(key, slice):
+            index = np.arange(*key.indices(n), dtype=np.int64)
+        else:
+            arr = np.asarray(key)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise IndexError(f"boolean mask has shape {arr.shape}, expected ({n},).")
+                index = np.flatnonzero(arr).astype(np.int64)
+            elif arr.size == 0 or np.issubdtype(arr.dtype, np.integer):
+                index = arr.astype(np.int64).ravel()
+                index = np.where(index < 0, index + n, index)
+                if index.size and (index.min() < 0 or index.max() >= n):
+                    raise IndexError(f"map indices out of range for {n} maps.")
+            else:
+                raise IndexError(f"cannot index maps with {type(key).__name__} of dtype {arr.dtype}; "
+                                 "use an int, a slice, an int array or a boolean mask.")
+        out = self._reader.take(index)
+        return out[(slice(None),) + rest] if rest else out
+
+
+class Dataset:
+    """An opened dataset directory; see the module docstring. Build with `open_dataset`."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = path
+        self._manifest = manifest
+        self.channels: list[str] = [c["name"] for c in manifest["channels"]]
+        self.units: dict[str, str] = {c["name"]: c["unit"] for c in manifest["channels"]}
+        self.map_shape: tuple[int, int, int] = tuple(manifest["map_shape"])
+        self.storage: str = manifest["storage"]["kind"]
+        self.fingerprint: str = hashlib.sha256(
+            json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        self.maps = MapView(ChunkReader(
+            path, self.storage, self.map_shape, [c["file"] for c in manifest["chunks"]],
+            [c["n_maps"] for c in manifest["chunks"]], manifest["storage"].get("quantisation")))
+        self._catalog: pd.DataFrame | None = None
+        self._column_units: dict[str, str] | None = None
+
+    def __len__(self) -> int:
+        return int(self._manifest["n_maps"])
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.path)!r}, n={len(self)}, channels={self.channels}, "
+                f"storage={self.storage!r})")
+
+    @property
+    def provenance(self) -> dict:
+        """Generator, version, parameters, seed and source files, as written at creation."""
+        return json.loads(json.dumps(self._manifest.get("provenance") or {}))
+
+    @property
+    def manifest(self) -> dict:
+        """A copy of the manifest."""
+        return json.loads(json.dumps(self._manifest))
+
+    def channel_index(self, name: str) -> int:
+        """Position of channel ``name`` in the store's channel axis."""
+        if name not in self.channels:
+            raise DatasetError(f"channel {name!r} is not in dataset {self.path}; it has "
+                               f"{', '.join(self.channels)}.")
+        return self.channels.index(name)
+
+    def _part_paths(self) -> list[Path]:
+        paths = [self.path / p["file"] for p in self._manifest["catalog_parts"]]
+        for p in paths:
+            if not p.is_file():
+                raise DatasetError(f"catalogue part {p} is missing; the dataset is incomplete: "
+                                   "regenerate it (or restore the file).")
+        return paths
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        """The catalogue (row i <-> map i), read from the Parquet parts on first access."""
+        if self._catalog is None:
+            self._catalog = self._load_catalog()
+        return self._catalog
+
+    def _load_catalog(self) -> pd.DataFrame:
+        paths = self._part_paths()
+        if not paths:
+            return pd.DataFrame({"id": np.zeros(0, dtype=np.int64)})
+        try:
+            tables = [pq.read_table(p) for p in paths]
+        except (pa.ArrowException, OSError) as err:
+            raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
+                               "dataset.") from err
+        table = pa.concat_tables(tables, promote_options="permissive")
+        catalog = table.to_pandas()
+        if len(catalog) != len(self):
+            raise DatasetError(f"the catalogue of {self.path} has {len(catalog)} rows but the map "
+                               f"store has {len(self)} maps; regenerate the dataset.")
+        if "id" not in catalog.columns:
+            raise DatasetError(f"the catalogue of {self.path} has no 'id' column; regenerate the "
+                               "dataset.")
+        if catalog["id"].duplicated().any():
+            raise DatasetError(f"the catalogue of {self.path} has duplicate ids; regenerate the "
+                               "dataset.")
+        return catalog
+
+    @property
+    def column_units(self) -> dict[str, str]:
+        """Unit of every catalogue column ("" where none), from the Parquet field metadata."""
+        if self._column_units is None:
+            paths = self._part_paths()
+            units: dict[str, str] = {}
+            if paths:
+                for field in pq.read_schema(paths[0]):
+                    meta = field.metadata or {}
+                    units[field.name] = meta.get(b"unit", b"").decode()
+            self._column_units = units
+        return dict(self._column_units)
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk of the manifest and every committed file (stats each file)."""
+        files = [MANIFEST] + [c["file"] for c in self._manifest["chunks"]] + [
+            p["file"] for p in self._manifest["catalog_parts"]]
+        return sum((self.path / f).stat().st_size for f in files if (self.path / f).is_file())
+
+    def verify(self) -> None:
+        """Check that every committed chunk and catalogue file exists (DatasetError if not)."""
+        self._part_paths()
+        for chunk in range(len(self._manifest["chunks"])):
+            self.maps._reader._path(chunk)
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a dataset directory lazily: reads the manifest only (no maps, no catalogue rows)."""
+    path = Path(path)
+    return Dataset(path, _read_manifest(path))
+
+
+def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, map_size: int = 64,
+                   storage: str = "float32", provenance: dict | None = None,
+                   overwrite: bool = False, chunk_maps: int | None = None,
+                   quantisation: dict[str, dict] | None = None) -> DatasetWriter:
+    """Start writing a new dataset; it appears at ``path`` only when the writer is closed.
+
+    Parameters
+    ----------
+    path : dataset directory to create.
+    channels : channel names in store order, e.g. ``["mom0", "mom1", "mom2", "env"]``.
+    units : unit of every channel, e.g. ``{"mom1": "km/s"}``.
+    map_size : H = W of the maps in pixels.
+    storage : "float32", "float16" or "compact" (see `galexplore.data.mapstore`).
+    provenance : JSON-serialisable dict (generator, generator_version, parameters, seed,
+        source files).
+    overwrite : replace an existing dataset at ``path`` (on close).
+    chunk_maps : maps per chunk file (default: 128 for compact, ~32 MiB files for raw).
+    quantisation : compact storage only: per channel ``{"mode": "absolute"|"relative",
+        "step": float}`` overriding the defaults of `mapstore.default_quantisation`.
+    """
+    path = Path(path)
+    channels = list(channels)
+    if storage not in STORAGE_KINDS:
+        raise DatasetError(f"unknown storage kind {storage!r}; use one of {', '.join(STORAGE_KINDS)}.")
+    if not channels or len(set(channels)) != len(channels):
+        raise DatasetError(f"channels must be distinct names, got {channels}.")
+    missing = [c for c in channels if c not in units]
+    if missing:
+        raise DatasetError(f"no unit given for channel(s) {missing}; pass units={{name: unit}}.")
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} already exists; pass overwrite=True to replace it, or use "
+                           "append_to_dataset to add maps.")
+    map_shape = (len(channels), int(map_size), int(map_size))
+    quant = None
+    if storage == "compact":
+        quant = [dict((quantisation or {}).get(c) or default_quantisation(units[c])) for c in channels]
+        for c, spec in zip(channels, quant):
+            if spec.get("mode") not in ("absolute", "relative") or not spec.get("step", 0) > 0:
+                raise DatasetError(f"quantisation of channel {c!r} must be {{'mode': 'absolute' or "
+                                   f"'relative', 'step': > 0}}, got {spec}.")
+    try:
+        json.dumps(provenance or {})
+    except TypeError as err:
+        raise DatasetError(f"provenance must be JSON-serialisable ({err}).") from err
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "n_maps": 0,
+        "map_shape": list(map_shape),
+        "channels": [{"name": c, "unit": units[c]} for c in channels],
+        "storage": {"kind": storage,
+                    "chunk_maps": int(chunk_maps or default_chunk_maps(storage, map_shape)),
+                    "quantisation": quant},
+        "chunks": [],
+        "catalog_parts": [],
+        "provenance": provenance or {},
+    }
+    work = path.parent / f".{path.name}.partial-{uuid.uuid4().hex}"
+    (work / MAPS_DIR).mkdir(parents=True)
+    (work / CATALOG_DIR).mkdir()
+    return DatasetWriter(path, work, manifest, existing_ids=set(), existing_units=None)
+
+
+def append_to_dataset(path: str | os.PathLike) -> DatasetWriter:
+    """Start appending maps to an existing dataset; committed on close (manifest replace)."""
+    path = Path(path)
+    ds = open_dataset(path)
+    manifest = ds.manifest
+    listed = {MANIFEST} | {c["file"] for c in manifest["chunks"]} | {
+        p["file"] for p in manifest["catalog_parts"]}
+    for sub in (MAPS_DIR, CATALOG_DIR):  # orphans of an interrupted append
+        for f in (path / sub).iterdir() if (path / sub).is_dir() else ():
+            if f"{sub}/{f.name}" not in listed:
+                f.unlink()
+    for f in path.glob(f".{MANIFEST}.*.tmp"):
+        f.unlink()
+    ids = set(ds.catalog["id"].tolist()) if len(ds) else set()
+    units = ds.column_units if manifest["catalog_parts"] else None
+    columns = list(ds.catalog.columns) if manifest["catalog_parts"] else None
+    return DatasetWriter(path, path, manifest, existing_ids=ids, existing_units=units,
+                         existing_columns=columns)
+
+
+class DatasetWriter:
+    """Buffers appended maps and rows into chunk and part files; `close` commits them.
+
+    Use as a context manager: the dataset is committed when the block ends normally and
+    left untouched (new files removed) when it raises.
+    """
+
+    def __init__(self, final: Path, work: Path, manifest: dict, *, existing_ids: set,
+                 existing_units: dict[str, str] | None,
+                 existing_columns: list[str] | None = None) -> None:
+        self._final = final
+        self._work = work
+        self._manifest = manifest
+        self._ids = existing_ids
+        self._units = dict(existing_units or {})
+        self._columns = existing_columns
+        self._map_shape = tuple(manifest["map_shape"])
+        self._channels = [c["name"] for c in manifest["channels"]]
+        self._storage = manifest["storage"]
+        self._chunk_maps = int(self._storage["chunk_maps"])
+        self._n = int(manifest["n_maps"])  # maps accepted so far (committed + buffered)
+        self._flushed_maps = self._n
+        self._flushed_rows = self._n
+        self._map_buffer: list[np.ndarray] = []
+        self._row_buffer: list[pd.DataFrame] = []
+        self._new_files: list[Path] = []
+        self._closed = False
+
+    @property
+    def n_maps(self) -> int:
+        """Maps in the dataset once this writer commits."""
+        return self._n
+
+    def append(self, maps: np.ndarray, catalog: pd.DataFrame,
+               column_units: dict[str, str] | None = None) -> None:
+        """Add n maps (n, C, H, W; physical units, NaN blank) and their n catalogue rows."""
+        if self._closed:
+            raise DatasetError("this dataset writer is closed; open a new one with append_to_dataset.")
+        maps = np.asarray(maps)
+        if maps.ndim != 4 or maps.shape[1:] != self._map_shape:
+            raise DatasetError(
+                f"maps have shape {maps.shape}, but this dataset stores (n, {', '.join(map(str, self._map_shape))}) "
+                f"(channels {', '.join(self._channels)}); select/reorder channels and resize the maps.")
+        if not isinstance(catalog, pd.DataFrame) or len(catalog) != len(maps):
+            raise DatasetError(f"got {len(maps)} maps but a catalogue of "
+                               f"{len(catalog) if hasattr(catalog, '__len__') else '?'} rows; pass one "
+                               "row per map as a pandas DataFrame.")
+        catalog = self._check_catalog(catalog.reset_index(drop=True))
+        for name, unit in (column_units or {}).items():
+            if name not in catalog.columns:
+                raise DatasetError(f"column_units names {name!r}, which is not a catalogue column.")
+            if self._units.get(name) and self._units[name] != unit:
+                raise DatasetError(f"column {name!r} already has unit {self._units[name]!r}, not "
+                                   f"{unit!r}; convert the values to {self._units[name]!r}.")
+        if self._storage["kind"] == "compact":  # refuse unstorable maps now, not at flush
+            quantise(maps, self._storage["quantisation"], self._channels)
+        self._columns = list(catalog.columns)
+        self._units.update(column_units or {})
+        self._ids.update(catalog["id"].tolist())
+        self._map_buffer.append(np.asarray(maps, dtype=np.float32))
+        self._row_buffer.append(catalog)
+        self._n += len(maps)
+        self._flush(final=False)
+
+    def _check_catalog(self, catalog: pd.DataFrame) -> pd.DataFrame:
+        if "id" not in catalog.columns:
+            raise DatasetError("the catalogue has no 'id' column; add a unique int64 id per map.")
+        ids = catalog["id"]
+        if not pd.api.types.is_integer_dtype(ids):
+            raise DatasetError(f"catalogue column 'id' has dtype {ids.dtype}; ids must be integers.")
+        catalog = catalog.assign(id=ids.astype(np.int64))
+        dup = catalog["id"][catalog["id"].duplicated()].tolist()
+        dup += [i for i in catalog["id"].tolist() if i in self._ids]
+        if dup:
+            raise DatasetError(f"duplicate catalogue ids, e.g. {sorted(set(dup))[:5]}; every map needs "
+                               "a unique id.")
+        if self._columns is None:
+            return catalog
+        if set(catalog.columns) != set(self._columns):
+            missing = sorted(set(self._columns) - set(catalog.columns))
+            extra = sorted(set(catalog.columns) - set(self._columns))
+            raise DatasetError(f"catalogue columns differ from the dataset's: missing {missing}, "
+                               f"extra {extra}; every part must have the same columns.")
+        return catalog[self._columns]
+
+    def _flush(self, final: bool) -> None:
+        buffered = sum(len(m) for m in self._map_buffer)
+        if buffered >= self._chunk_maps or (final and buffered):
+            maps = np.concatenate(self._map_buffer)
+            cut = len(maps) if final else len(maps) - len(maps) % self._chunk_maps
+            for lo in range(0, cut, self._chunk_maps):
+                self._write_chunk(maps[lo:lo + self._chunk_maps])
+            self._map_buffer = [maps[cut:]] if cut < len(maps) else []
+        rows = sum(len(r) for r in self._row_buffer)
+        if rows >= CATALOG_PART_ROWS or (final and rows):
+            self._write_part(pd.concat(self._row_buffer, ignore_index=True))
+            self._row_buffer = []
+
+    def _write_chunk(self, maps: np.ndarray) -> None:
+        start = self._flushed_maps
+        name = f"{MAPS_DIR}/chunk-{start:010d}{CHUNK_SUFFIX[self._storage['kind']]}"
+        data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels)
+        path = self._work / name
+        self._new_files.append(path)
+        _fsync_write(path, data)
+        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": len(maps)})
+        self._flushed_maps += len(maps)
+
+    def _write_part(self, rows: pd.DataFrame) -> None:
+        start = self._flushed_rows
+        name = f"{CATALOG_DIR}/part-{start:010d}.parquet"
+        table = pa.Table.from_pandas(rows, preserve_index=False)
+        fields = [f.with_metadata({b"unit": self._units[f.name].encode()}) if self._units.get(f.name)
+                  else f for f in table.schema]
+        table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
+        path = self._work / name
+        self._new_files.append(path)
+        pq.write_table(table, path)
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        self._manifest["catalog_parts"].append({"file": name, "start": start, "n_rows": len(rows)})
+        self._flushed_rows += len(rows)
+
+    def close(self) -> None:
+        """Write the remaining buffers and commit (atomic rename or manifest replace)."""
+        if self._closed:
+            return
+        try:
+            self._flush(final=True)
+            self._manifest["n_maps"] = self._n
+            _write_manifest(self._work, self._manifest)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        if self._work != self._final:
+            self._move_into_place()
+
+    def _move_into_place(self) -> None:
+        old = None
+        if self._final.exists():
+            old = self._final.parent / f".{self._final.name}.replaced-{uuid.uuid4().hex}"
+            os.replace(self._final, old)
+        os.replace(self._work, self._final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Discard everything written by this writer; the dataset stays as it was."""
+        self._closed = True
+        if self._work != self._final:
+            shutil.rmtree(self._work, ignore_errors=True)
+            return
+        for f in self._new_files:
+            f.unlink(missing_ok=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def describe(dataset: Dataset) -> str:
+    """Human-readable summary for `galexplore info`: counts, channels, storage, columns, provenance."""
+    cat = dataset.catalog
+    units = dataset.column_units
+    c, h, w = dataset.map_shape
+    m = dataset.manifest
+    lines = [f"dataset {dataset.path}",
+             f"  maps: {len(dataset)} x {c} x {h} x {w}"
+             + (f", galaxies: {cat['galaxy_id'].nunique()}" if "galaxy_id" in cat else ""),
+             "  channels: " + ", ".join(f"{ch} [{dataset.units[ch]}]" for ch in dataset.channels),
+             f"  storage: {dataset.storage}, {len(m['chunks'])} chunk file(s) of up to "
+             f"{m['storage']['chunk_maps']} maps, {len(m['catalog_parts'])} catalogue part(s), "
+             f"{dataset.disk_bytes() / 1e6:.2f} MB on disk",
+             f"  fingerprint: {dataset.fingerprint[:16]}"]
+    if m["storage"]["quantisation"]:
+        lines.append("  quantisation: " + ", ".join(
+            f"{ch} {q['mode']} step {q['step']:g}" for ch, q in zip(dataset.channels, m["storage"]["quantisation"])))
+    lines.append(f"catalogue: {len(cat.columns)} columns")
+    width = max([len(str(col)) for col in cat.columns] + [6])
+    lines.append(f"  {'column':<{width}}  {'unit':<14} {'dtype':<8} {'min':>12} {'max':>12} {'NaN':>7}")
+    for col in cat.columns:
+        s = cat[col]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any():
+            lo, hi = f"{s.min():.6g}", f"{s.max():.6g}"
+        else:
+            lo = hi = "-"
+        lines.append(f"  {col:<{width}}  {units.get(col, '') or '-':<14} {str(s.dtype):<8} {lo:>12} "
+                     f"{hi:>12} {int(s.isna().sum()):>7}")
+    lines.append("provenance:")
+    prov = dataset.provenance
+    if not prov:
+        lines.append("  (none recorded)")
+    for key, value in prov.items():
+        if isinstance(value, list) and len(value) > 5:
+            text = json.dumps(value[:3])[:-1] + f", ... ({len(value)} in all)]"
+        else:
+            text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        lines.append(f"  {key}: {text}")
+    return "\n".join(lines)

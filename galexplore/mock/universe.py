@@ -1,0 +1,254 @@
+"""A mock universe: clustered volume -> environments -> particle galaxies -> KinMS views -> dataset.
+
+The order of work is fixed so that the same seed gives the same bytes whatever the
+number of worker processes: the volume and the environment come from one generator,
+and every galaxy draws from its own child of the root ``SeedSequence``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galexplore.errors import ParameterError
+
+H0_KMS_MPC = 70.0
+#: Channels of a universe dataset, in store order, with their units.
+CHANNELS = ("mom0", "mom1", "mom2", "env")
+CHANNEL_UNITS = {"mom0": "Jy/beam km/s", "mom1": "km/s", "mom2": "km/s", "env": "counts"}
+#: Tracer galaxies per target galaxy in the clustered volume (the neighbours that environments count).
+TRACERS_PER_TARGET = 12
+
+
+@dataclass(frozen=True)
+class UniverseConfig:
+    """Everything that determines a mock universe; saved as its provenance.
+
+    Parameters
+    ----------
+    n_galaxies : number of target galaxies (each observed ``views`` times).
+    views : observations per galaxy, each at a random PA in [0, 360) and inclination in [5, 85] deg.
+    seed : root seed; the same seed gives identical files.
+    snr : S/N of eq. 2 of Dawson et al. (2020); None for noiseless cubes.
+    disturbed_fraction : mean probability that a galaxy's gas is disturbed (sets the kappa imbalance).
+    environment_coupling : how strongly the large-scale density raises that probability (0 = none).
+    storage : map storage kind of the written dataset ("float32", "float16" or "compact").
+    box_mpc_h : side of the periodic volume in h^-1 Mpc.
+    n_particles : cold-gas particles per galaxy.
+    """
+
+    n_galaxies: int = 2000
+    views: int = 2
+    seed: int = 0
+    snr: float | None = None
+    disturbed_fraction: float = 0.35
+    environment_coupling: float = 1.0
+    storage: str = "float32"
+    box_mpc_h: float = 100.0
+    n_particles: int = 5000
+    strength_range: tuple[float, float] = field(default=(0.2, 1.0))
+
+    def validate(self) -> None:
+        """Raise ParameterError for values that cannot make a universe."""
+        if self.n_galaxies < 1:
+            raise ParameterError(f"n_galaxies must be at least 1, got {self.n_galaxies}.")
+        if self.views < 1:
+            raise ParameterError(f"views must be at least 1, got {self.views}.")
+        if self.snr is not None and not self.snr > 0:
+            raise ParameterError(f"snr must be positive (or omitted for noiseless maps), got {self.snr}.")
+        if not 0.0 <= self.disturbed_fraction <= 1.0:
+            raise ParameterError(
+                f"disturbed_fraction must lie in [0, 1], got {self.disturbed_fraction}.")
+        if self.environment_coupling < 0:
+            raise ParameterError(
+                f"environment_coupling must be >= 0 (0 switches it off), got {self.environment_coupling}.")
+        if self.box_mpc_h < 100.0:
+            raise ParameterError(f"box_mpc_h must be at least 100 h^-1 Mpc, got {self.box_mpc_h}.")
+        lo, hi = self.strength_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ParameterError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}.")
+
+
+@dataclass(frozen=True)
+class _GalaxyTask:
+    """What one worker needs to make one galaxy and its views."""
+
+    index: int
+    seed_sequence: np.random.SeedSequence
+    p_disturbed: float
+    env_map: np.ndarray
+    env_row: dict
+    config: UniverseConfig
+
+
+def _make_galaxy_views(task: _GalaxyTask) -> tuple[np.ndarray, list[dict]]:
+    """Build one galaxy, observe it ``views`` times; return (views, C, 64, 64) maps and catalogue rows."""
+    from galexplore.mock.galaxies import DISTURBANCES, make_galaxy
+    from galexplore.mock.observe import observe
+
+    config = task.config
+    rng = np.random.default_rng(task.seed_sequence)
+    disturbed = rng.random() < task.p_disturbed
+    if disturbed:
+        disturbance = str(rng.choice([d for d in DISTURBANCES if d != "none"]))
+        strength = float(rng.uniform(*config.strength_range))
+    else:
+        disturbance, strength = "none", 0.0
+    galaxy = make_galaxy(rng, disturbance, strength, n_particles=config.n_particles)
+    properties = galaxy.properties()
+
+    maps = np.empty((config.views, len(CHANNELS), 64, 64), dtype=np.float32)
+    rows = []
+    for view in range(config.views):
+        pa = float(rng.uniform(0.0, 360.0))
+        inc = float(rng.uniform(5.0, 85.0))
+        obs = observe(galaxy, pa, inc, rng, snr=config.snr)
+        maps[view, 0], maps[view, 1], maps[view, 2] = obs.mom0, obs.mom1, obs.mom2
+        maps[view, 3] = task.env_map
+        v_pec = task.env_row["v_pec"]
+        rows.append({
+            "id": task.index * config.views + view,
+            "galaxy_id": task.index,
+            "view": view,
+            "kappa": galaxy.kappa,
+            "pa": pa,
+            "inc": inc,
+            "snr": np.nan if config.snr is None else float(config.snr),
+            **properties,
+            "distance": obs.distance_mpc,
+            "distance_z": obs.distance_mpc + v_pec / H0_KMS_MPC,
+            **task.env_row,
+        })
+    return maps, rows
+
+
+def _column_units() -> dict[str, str]:
+    from galexplore.mock.environment import COLUMN_UNITS as ENV_UNITS
+    from galexplore.mock.galaxies import COLUMN_UNITS as GALAXY_UNITS
+
+    return {
+        "id": "", "galaxy_id": "", "view": "", "kappa": "", "pa": "deg", "inc": "deg", "snr": "",
+        **GALAXY_UNITS, "distance": "Mpc", "distance_z": "Mpc", **ENV_UNITS,
+    }
+
+
+def plan_environment(config: UniverseConfig) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Place the targets in a clustered volume.
+
+    Returns
+    -------
+    env_maps : (n_galaxies, 64, 64) neighbour counts.
+    measures : environment measures per target (Sigma_5, n_1mpc, d_nn, delta_ls, v_pec).
+    p_disturbed : probability that each target's gas is disturbed, rising with density.
+    """
+    from galexplore.mock.environment import (
+        clustered_volume,
+        disturbed_probability,
+        environment_maps,
+        environment_measures,
+    )
+
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+    n_tracers = max(config.n_galaxies * TRACERS_PER_TARGET, 20000)
+    volume = clustered_volume(n_tracers, rng, box_mpc_h=config.box_mpc_h)
+    targets = np.sort(rng.choice(len(volume.positions), size=config.n_galaxies, replace=False))
+    env_maps = environment_maps(volume, targets)
+    measures = environment_measures(volume, targets).reset_index(drop=True)
+    p_disturbed = disturbed_probability(
+        measures["delta_ls"].to_numpy(), config.disturbed_fraction, config.environment_coupling)
+    return env_maps, measures, p_disturbed
+
+
+def build_universe(config: UniverseConfig, out: str | os.PathLike, *, workers: int | None = None,
+                   progress: bool = False, overwrite: bool = False) -> Path:
+    """Generate a mock universe and write it as a galexplore dataset at ``out``.
+
+    Parameters
+    ----------
+    config : what to generate (see `UniverseConfig`).
+    out : dataset directory to create.
+    workers : worker processes (default: all cores). The output does not depend on it.
+    progress : show a progress bar (galaxies per second) on stderr.
+    overwrite : replace an existing dataset at ``out``.
+    """
+    from galexplore import __version__
+    from galexplore.data.dataset import create_dataset
+
+    config.validate()
+    workers = workers or os.cpu_count() or 1
+    env_maps, measures, p_disturbed = plan_environment(config)
+    galaxy_seeds = np.random.SeedSequence(config.seed).spawn(2)[1].spawn(config.n_galaxies)
+    tasks = (
+        _GalaxyTask(i, galaxy_seeds[i], float(p_disturbed[i]), env_maps[i],
+                    measures.iloc[i].to_dict(), config)
+        for i in range(config.n_galaxies)
+    )
+    provenance = {
+        "generator": "galexplore.mock.universe",
+        "generator_version": __version__,
+        "parameters": {k: v for k, v in asdict(config).items() if k != "storage"},
+        "seed": config.seed,
+        "kinms_version": _kinms_version(),
+    }
+    writer = create_dataset(out, CHANNELS, CHANNEL_UNITS, storage=config.storage,
+                            provenance=provenance, overwrite=overwrite)
+    bar = _progress_bar(config.n_galaxies, progress)
+    units = _column_units()
+    with writer, _executor(workers) as pool:
+        results = pool.map(_make_galaxy_views, tasks, chunksize=8) if pool else map(_make_galaxy_views, tasks)
+        batch_maps: list[np.ndarray] = []
+        batch_rows: list[dict] = []
+        for maps, rows in results:
+            batch_maps.append(maps)
+            batch_rows.extend(rows)
+            bar.update(1)
+            if len(batch_rows) >= 512:
+                writer.append(np.concatenate(batch_maps), pd.DataFrame(batch_rows), column_units=units)
+                batch_maps, batch_rows = [], []
+        if batch_rows:
+            writer.append(np.concatenate(batch_maps), pd.DataFrame(batch_rows), column_units=units)
+    bar.close()
+    return Path(out)
+
+
+class _Serial:
+    """A stand-in for a process pool when workers == 1 (no processes are started)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _executor(workers: int) -> ProcessPoolExecutor | _Serial:
+    if workers <= 1:
+        return _Serial()
+    return ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded)
+
+
+def _single_threaded() -> None:
+    """Keep each worker on one core: numerical libraries would otherwise oversubscribe."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+def _kinms_version() -> str:
+    from importlib.metadata import version
+
+    return version("kinms")
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="galaxy", disable=not enabled, desc="galaxies")

@@ -1,0 +1,207 @@
+"""The explorer page and the server: one `ExplorerState` per browser session.
+
+`build_app` assembles the views into a template; `serve` runs a Panel server on localhost
+whose every session calls `build_app` afresh, so sessions never share selections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+import holoviews as hv
+import panel as pn
+
+from galexplore.errors import GalexploreError, ModelError
+from galexplore.paths import SAMPLE_DATASET, data_dir, sample_model_dirs, user_models_dir
+from galexplore.ui.bundle import load_bundle
+from galexplore.ui.detail_view import DetailView
+from galexplore.ui.latent_view import LatentControls, LatentView
+from galexplore.ui.selection_view import SelectionView
+from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.stats_view import StatsView
+from galexplore.ui.upload_view import UploadView
+
+TITLE = "galexplore: what encoders learn about galaxies"
+#: Extra directories the page may open, separated by os.pathsep.
+ALLOWED_DIRS_ENV = "GALEXPLORE_ALLOWED_DIRS"
+
+
+def default_model() -> str:
+    """The shipped sample model shown first: a single-channel autoencoder when there is one."""
+    from galexplore.models.checkpoint import read_card
+
+    dirs = sample_model_dirs()
+    if not dirs:
+        raise ModelError(f"no pretrained sample models under {SAMPLE_DATASET.parent.parent / 'assets' / 'models'}; "
+                         "pass --model with a checkpoint directory or zoo name")
+    for directory in dirs:
+        card = read_card(directory)
+        if card.architecture.startswith(("cae", "dawson2020")) and len(card.channels) == 1:
+            return str(directory)
+    return str(dirs[0])
+
+
+def allowed_directories(dataset: Path, model: str, extra=()) -> list[Path]:
+    """Directories the page may open: the sample data and models, the user cache, the
+    given dataset's and model's parents, ``extra`` and ``$GALEXPLORE_ALLOWED_DIRS``."""
+    dirs = [SAMPLE_DATASET.parent, SAMPLE_DATASET.parent.parent / "assets", data_dir(), Path(dataset).parent]
+    if Path(model).exists():
+        dirs.append(Path(model).parent)
+    dirs += [Path(d) for d in extra]
+    dirs += [Path(d) for d in os.environ.get(ALLOWED_DIRS_ENV, "").split(os.pathsep) if d]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def known_models(current: str) -> list[str]:
+    """Checkpoints offered in the sidebar: the current one, the samples, the user's and the zoo's."""
+    from galexplore.models import zoo
+
+    found = [current, *map(str, sample_model_dirs())]
+    if user_models_dir().is_dir():
+        found += [str(p) for p in sorted(user_models_dir().iterdir()) if (p / "card.json").is_file()]
+    found += [name for name in sorted(zoo.ZOO) if zoo.is_installed(name)]
+    return list(dict.fromkeys(found))
+
+
+def real_galaxy_markers(state: ExplorerState):
+    """The 30 real ALMA galaxies of Dawson et al. (2020) placed by the current model, when the
+    zoo checkpoint is installed, the FITS files are found and the model takes one velocity map."""
+    from galexplore.data.fits_io import read_maps_from_fits
+    from galexplore.models import zoo
+    from galexplore.ui.upload import encode_velocity_maps, fits_in_directory, real_alma_fits_dir
+
+    directory = real_alma_fits_dir()
+    card = state.bundle.model.card
+    if not zoo.is_installed("dawson2020") or directory is None or card.channels != ["mom1"]:
+        return None
+    names, maps = read_maps_from_fits(fits_in_directory(directory))
+    return encode_velocity_maps(state.bundle, names, maps)
+
+
+class SourcePicker(pn.viewable.Viewer):
+    """Sidebar widgets that switch dataset and model, with a progress bar for new embeddings."""
+
+    def __init__(self, state: ExplorerState, dataset: Path, model: str, **params):
+        super().__init__(**params)
+        self.state = state
+        self.dataset = pn.widgets.TextInput(name="Dataset directory", value=str(dataset))
+        self.model = pn.widgets.Select(name="Model", options=known_models(model), value=model)
+        self.model_path = pn.widgets.TextInput(name="...or checkpoint directory", placeholder="/path/to/checkpoint")
+        self.button = pn.widgets.Button(name="Open", button_type="primary")
+        self.progress = pn.indicators.Progress(name="embedding", value=0, max=100, visible=False,
+                                               sizing_mode="stretch_width")
+        self.button.on_click(self._on_open)
+
+    async def _on_open(self, event) -> None:
+        model = self.model_path.value.strip() or self.model.value
+        self.progress.param.update(value=0, visible=True)
+        self.button.disabled = True
+
+        def progress(done: int, total: int) -> None:
+            self.progress.value = int(100 * done / max(total, 1))
+
+        try:
+            dataset = self.state.check_allowed(self.dataset.value)
+            if self.model_path.value.strip():
+                self.state.check_allowed(model)
+            bundle = await asyncio.to_thread(load_bundle, dataset, model, progress)
+            self.state.set_bundle(bundle)
+            self.state.notify(f"opened {dataset} with model {bundle.model.name}", "success")
+        except Exception as error:  # noqa: BLE001 -- shown in the page; the session carries on
+            self.state.report(error)
+        finally:
+            self.progress.visible = False
+            self.button.disabled = False
+
+    def __panel__(self):
+        return pn.Column(self.dataset, self.model, self.model_path, self.button, self.progress)
+
+
+def message_pane(state: ExplorerState) -> pn.viewable.Viewable:
+    """An alert under the title showing the state's last error or notice."""
+
+    def alert(message: str, level: str):
+        if not message:
+            return pn.Spacer(height=0)
+        return pn.pane.Alert(message, alert_type=level, css_classes=["galexplore-message"],
+                             sizing_mode="stretch_width")
+
+    return pn.panel(pn.bind(alert, state.param.message, state.param.message_level))
+
+
+def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, selections_dir=None,
+              real_overlay: bool = True) -> pn.template.FastListTemplate:
+    """The explorer page for one session.
+
+    Parameters
+    ----------
+    dataset : dataset directory (default: the shipped sample universe).
+    model : checkpoint directory or zoo name (default: the shipped sample autoencoder).
+    allowed_dirs : more directories the page may open (see `allowed_directories`).
+    export_dir : where CSV exports and their provenance are written (default: a temporary directory).
+    selections_dir : where named selections are kept (default: <data_dir>/selections).
+    real_overlay : show the 30 real ALMA galaxies of Dawson et al. (2020) when available.
+
+    The template's ``explorer_state`` attribute is the session's `ExplorerState`.
+    """
+    dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
+    model = str(model) if model is not None else default_model()
+    state = ExplorerState(load_bundle(dataset, model), allowed_dirs=allowed_directories(dataset, model, allowed_dirs),
+                          selections_dir=selections_dir)
+    if real_overlay:
+        guarded(state, lambda: setattr(state, "markers", real_galaxy_markers(state)))()
+    export_dir = Path(export_dir) if export_dir is not None else Path(tempfile.mkdtemp(prefix="galexplore-export-"))
+
+    latent = LatentView(state)
+    selection = SelectionView(state, export_dir)
+    detail = DetailView(state)
+    explore = pn.Row(pn.Column(latent, selection.count, sizing_mode="fixed"), detail, name="Explore")
+    tabs = pn.Tabs(explore, selection, StatsView(state), UploadView(state), dynamic=False)
+
+    template = pn.template.FastListTemplate(
+        title=TITLE,
+        sidebar=[pn.pane.Markdown("### Data"), SourcePicker(state, dataset, model),
+                 pn.pane.Markdown("### Latent map"), LatentControls(state)],
+        main=[message_pane(state), tabs],
+        sidebar_width=320,
+        theme_toggle=False,
+    )
+    template.explorer_state = state
+    return template
+
+
+def warm_up() -> None:
+    """Compile Datashader's kernels once per process so the first page renders quickly."""
+    import datashader as ds
+    import numpy as np
+    import pandas as pd
+    from holoviews.operation.datashader import dynspread, rasterize
+
+    frame = pd.DataFrame({"x": np.linspace(0, 1, 16), "y": np.linspace(0, 1, 16), "value": np.ones(16)})
+    points = hv.Points(frame, ["x", "y"], ["value"])
+    for aggregator in (ds.mean("value"), ds.count()):
+        dynspread(rasterize(points, aggregator=aggregator, width=32, height=32, dynamic=False), dynamic=False)
+
+
+def serve(dataset=None, model=None, port: int = 5006, show: bool = True, address: str = "localhost",
+          threaded: bool = False, **build_kwargs):
+    """Serve the explorer on ``address:port`` (localhost by default); each browser session
+    gets its own state. Returns the server when ``threaded`` (it runs in a thread)."""
+    pn.extension("tabulator", notifications=True, sizing_mode="fixed")
+    hv.extension("bokeh")
+    dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
+    model = str(model) if model is not None else default_model()
+    load_bundle(dataset, model)  # fail here, with a readable message, rather than in every session
+    warm_up()
+
+    def session():
+        return build_app(dataset, model, **build_kwargs)
+
+    try:
+        return pn.serve({"/": session}, port=port, address=address, show=show, threaded=threaded,
+                        websocket_origin=[f"localhost:{port}", f"127.0.0.1:{port}"], title="galexplore")
+    except OSError as error:
+        raise GalexploreError(f"cannot serve on {address}:{port} ({error}); choose another --port") from error

@@ -1,0 +1,161 @@
+"""The selection panel: count, histograms selected-vs-all, a paginated table, a thumbnail
+gallery, named selections and the CSV export (with provenance)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from galexplore.ui.colours import SELECTION_COLOUR, axis_label
+from galexplore.ui.detail import thumbnail_png
+from galexplore.ui.detail_view import CHANNEL_CMAPS, DIVERGING
+from galexplore.ui.state import ExplorerState, guarded
+
+GALLERY_SIZE = 24
+HISTOGRAM_BINS = 40
+TABLE_PAGE_SIZE = 15
+
+
+def selection_histograms(all_values: np.ndarray, selected_values: np.ndarray, label: str) -> hv.Overlay:
+    """Normalised histograms (fraction of galaxies per bin) of all and of the selected galaxies."""
+    finite = all_values[np.isfinite(all_values)]
+    if finite.size == 0:
+        edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    else:
+        lo, hi = float(finite.min()), float(finite.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HISTOGRAM_BINS + 1)
+    layers = []
+    for values, name, colour in ((all_values, "all", "#888888"), (selected_values, "selected", SELECTION_COLOUR)):
+        values = values[np.isfinite(values)]
+        counts, _ = np.histogram(values, bins=edges)
+        fraction = counts / max(values.size, 1)
+        layers.append(hv.Histogram((edges, fraction), kdims=[hv.Dimension("value", label=label)],
+                                   vdims=[hv.Dimension("fraction", label="fraction of galaxies")], label=name)
+                      .opts(fill_color=colour, fill_alpha=0.5, line_color=colour))
+    return hv.Overlay(layers).opts(width=520, height=260, legend_position="top_right", framewise=True)
+
+
+class SelectionView(pn.viewable.Viewer):
+    """Everything about the current selection of one session."""
+
+    histogram_column = param.Selector(objects=[])
+    gallery_sort = param.Selector(objects=[])
+    gallery_descending = param.Boolean(default=False)
+
+    def __init__(self, state: ExplorerState, export_dir: str | os.PathLike, **params):
+        super().__init__(**params)
+        self.state = state
+        self.export_dir = Path(export_dir)
+        self.count = pn.pane.Markdown("", css_classes=["selection-count"], name="selection-count")
+        self.table = pn.widgets.Tabulator(pagination="remote", page_size=TABLE_PAGE_SIZE, disabled=True,
+                                          show_index=False, sizing_mode="stretch_width", height=480)
+        self.gallery = pn.FlexBox()
+        self.histogram = pn.pane.HoloViews(None)
+        self.name_input = pn.widgets.TextInput(name="Name", placeholder="e.g. high-kappa edge")
+        self.save_button = pn.widgets.Button(name="Save selection", button_type="primary")
+        self.saved = pn.widgets.Select(name="Saved selections", options=[])
+        self.load_button = pn.widgets.Button(name="Load (combine by mode)")
+        self.clear_button = pn.widgets.Button(name="Clear selection")
+        self.download = pn.widgets.FileDownload(callback=guarded(state, self._export), filename="selection.csv",
+                                                label="Export selection as CSV", button_type="success",
+                                                css_classes=["export-button"])
+        self.save_button.on_click(guarded(state, self._on_save))
+        self.load_button.on_click(guarded(state, self._on_load))
+        self.clear_button.on_click(guarded(state, lambda event: state.clear_selection()))
+        state.param.watch(self._on_bundle, "bundle_version")
+        state.param.watch(guarded(state, self._on_selection), "selection")
+        state.param.watch(self._refresh_saved, "saved_version")
+        self.param.watch(guarded(state, self._on_histogram), "histogram_column")
+        self.param.watch(guarded(state, self._on_gallery), ["gallery_sort", "gallery_descending"])
+        self._on_bundle()
+        self._refresh_saved()
+
+    def _on_bundle(self, *events) -> None:
+        columns = self.state.bundle.numeric_columns
+        self.param.histogram_column.objects = columns
+        self.param.gallery_sort.objects = columns
+        default = "kappa" if "kappa" in columns else columns[0]
+        with param.parameterized.discard_events(self):
+            self.histogram_column = default
+            self.gallery_sort = "id" if "id" in columns else default
+        self._on_selection()
+
+    def _on_selection(self, *events) -> None:
+        s = self.state
+        n = int(s.selection.size)
+        self.count.object = f"**{n:,} selected** of {len(s.table):,} galaxies"
+        self.table.value = s.selected_table().reset_index(drop=True)
+        self._on_histogram()
+        self._on_gallery()
+
+    def _on_histogram(self, *events) -> None:
+        column = self.histogram_column
+        if column is None:
+            return
+        values = self.state.table[column].to_numpy(dtype=np.float64)
+        self.histogram.object = selection_histograms(values, values[self.state.selection],
+                                                     axis_label(column, self.state.units))
+
+    def _on_gallery(self, *events) -> None:
+        s = self.state
+        if s.selection.size == 0:
+            self.gallery.objects = [pn.pane.Markdown("Select galaxies with the lasso or box tool to see their maps.")]
+            return
+        values = s.table[self.gallery_sort].to_numpy(dtype=np.float64)[s.selection]
+        order = np.argsort(-values if self.gallery_descending else values, kind="stable")
+        rows = s.selection[order[:GALLERY_SIZE]]
+        self.gallery.objects = [self._card(int(row)) for row in rows]
+
+    def _card(self, row: int) -> pn.Column:
+        bundle = self.state.bundle
+        channel = bundle.model.card.channels[0]
+        image = np.asarray(bundle.dataset.maps[row], dtype=np.float32)[bundle.dataset.channel_index(channel)]
+        galaxy_id = int(self.state.table["id"].iloc[row])
+        value = self.state.table[self.gallery_sort].iloc[row]
+        button = pn.widgets.Button(name=f"id {galaxy_id}", width=110, button_type="light")
+        button.on_click(guarded(self.state, lambda event, gid=galaxy_id: self.state.show_id(gid)))
+        return pn.Column(pn.pane.PNG(thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"),
+                                                   symmetric=channel in DIVERGING), width=110, height=110),
+                         pn.pane.Markdown(f"{self.gallery_sort} = {value:.3g}", margin=(0, 4)), button, width=118)
+
+    def _refresh_saved(self, *events) -> None:
+        self.saved.options = self.state.saved_selection_names()
+
+    def _on_save(self, event) -> None:
+        path = self.state.save_selection(self.name_input.value)
+        self.state.notify(f"saved {self.state.selection.size} galaxies as {path.stem!r}", "success")
+
+    def _on_load(self, event) -> None:
+        if not self.saved.value:
+            self.state.notify("no saved selection chosen", "warning")
+            return
+        self.state.restore_selection(self.saved.value)
+
+    def _export(self):
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        path = self.state.export(self.export_dir / f"selection-{stamp}.csv")
+        self.state.notify(f"exported {self.state.selection.size} galaxies to {path} "
+                          "(provenance record beside it)", "success")
+        return str(path)
+
+    def __panel__(self):
+        return pn.Column(
+            self.count,
+            pn.Row(self.download, self.clear_button),
+            pn.Row(pn.widgets.Select.from_param(self.param.histogram_column, name="Histogram of", width=220)),
+            self.histogram,
+            pn.Row(self.name_input, self.save_button), pn.Row(self.saved, self.load_button),
+            pn.layout.Divider(),
+            pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, name="Gallery sorted by", width=200),
+                   pn.widgets.Checkbox.from_param(self.param.gallery_descending, name="descending")),
+            self.gallery,
+            pn.layout.Divider(),
+            self.table,
+            name="Selection",
+        )
