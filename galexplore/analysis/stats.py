@@ -186,7 +186,7 @@ def distance_metrics(d_pred, d_true, d_z=None, h0: float = H0_KMS_MPC) -> dict:
         d_z = d_z[good]
         vp_true = h0 * (d_z - d_true)
         vp_pred = h0 * (d_z - d_pred)
-        slope, intercept = np.polyfit(vp_true, vp_pred, 1) if np.ptp(vp_true) > 0 else (np.nan, np.nan)
+        slope, intercept = np.polyfit(vp_true, vp_pred, 1) if np.ptp(vp_true) > 1e-6 else (np.nan, np.nan)
         out.update({
             "rms_mpc_vs_dz": float(np.sqrt(np.mean((d_pred - d_z) ** 2))),
             "l1_mpc_vs_dz": float(np.mean(np.abs(d_pred - d_z))),
