@@ -66,17 +66,17 @@ def tiny(tmp_path_factory):
 
 
 def _config(**kw) -> TrainConfig:
-    defaults = dict(kind="cae", epochs=2, batch_size=16, images_per_epoch=128, seed=0, device="cpu")
+    defaults = dict(kind="cae", epochs=2, batch_size=16, images_per_epoch=32, seed=0, device="cpu")
     return TrainConfig(**{**defaults, **kw})
 
 
 def test_cae_training_lowers_the_loss_and_writes_a_full_card(tiny, tmp_path):
-    out = train(_config(epochs=3, images_per_epoch=192), tiny, tmp_path / "cae")
+    out = train(_config(epochs=2, images_per_epoch=64), tiny, tmp_path / "cae")
     model, card = load_checkpoint(out)
     assert card.architecture == "dawson2020_cae" and card.recipe == "dawson2020"
     assert card.channels == ["mom1"] and card.latent_names == ["z0", "z1", "z2"]
     history = card.metrics["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert card.metrics["best_val_loss"] == min(h["val_loss"] for h in history)
     data = card.training_data
@@ -96,10 +96,10 @@ def test_cae_training_lowers_the_loss_and_writes_a_full_card(tiny, tmp_path):
 
 
 def test_same_seed_gives_identical_weights(tiny, tmp_path):
-    config = _config(kind="cae-free", epochs=1, images_per_epoch=48)
+    config = _config(kind="cae-free", epochs=1, images_per_epoch=32)
     a = train(config, tiny, tmp_path / "a")
     b = train(config, tiny, tmp_path / "b")
-    c = train(_config(kind="cae-free", epochs=1, images_per_epoch=48, seed=1), tiny, tmp_path / "c")
+    c = train(_config(kind="cae-free", epochs=1, images_per_epoch=32, seed=1), tiny, tmp_path / "c")
     weights = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
     assert weights[0] == weights[1]
     assert weights[0] != weights[2]
@@ -210,7 +210,7 @@ def test_training_job_runs_in_a_subprocess_and_reports_progress(tiny, tmp_path):
 def test_cancelled_and_failed_jobs_leave_nothing_behind(tiny, tmp_path):
     models = tmp_path / "models"
     manager = JobManager(models)
-    long_job = manager.submit(_config(epochs=500, images_per_epoch=64), tiny, name="long")
+    long_job = manager.submit(_config(epochs=500), tiny, name="long")
     broken = manager.submit(_config(epochs=1), tmp_path / "no_such_dataset", name="broken")
     assert long_job.status == RUNNING
     assert broken.status == QUEUED and "queued" in broken.message and "at most 1" in broken.message
@@ -221,11 +221,12 @@ def test_cancelled_and_failed_jobs_leave_nothing_behind(tiny, tmp_path):
     assert long_job.events, "no progress event arrived from the training process"
     manager.cancel(long_job, grace_s=20)
     assert long_job.status == CANCELLED
-    _no_leftovers(long_job, models)
+    assert not long_job.process.is_alive()
     assert len(long_job.events) < 500
     # the queued job starts once the slot is free, and its failure is reported, not raised
     assert broken.wait(timeout=120) == FAILED
-    assert "DatasetError" in broken.error or "no_such_dataset" in broken.error
+    assert "DatasetError" in broken.error and "no_such_dataset" in broken.error
+    _no_leftovers(long_job, models)
     _no_leftovers(broken, models)
     assert not (models / "broken").exists()
     manager.shutdown()

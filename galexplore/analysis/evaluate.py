@@ -268,7 +268,8 @@ def format_report(report: dict, top: int = 5) -> str:
     if "dm_profile" in report:
         d = report["dm_profile"]
         lines += ["", "dark-matter profile (dex): target Delta_MSE Delta_MAE"]
-        lines += [f"  {t}: {_fmt(mse)} {_fmt(mae)}" for t, mse, mae in zip(d["targets"], d["delta_mse"], d["delta_mae"])]
+        lines += [f"  {t}: {_fmt(mse)} {_fmt(mae)}"
+                  for t, mse, mae in zip(d["targets"], d["delta_mse"], d["delta_mae"])]
     if "distance" in report:
         lines.append("")
         for target, m in report["distance"].items():

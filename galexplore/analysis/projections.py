@@ -106,7 +106,8 @@ class PCAProjection:
         self._check_fitted()
         Y = _as_2d(Y, "Y")
         if Y.shape[1] != self.components_.shape[0]:
-            raise ParameterError(f"Y has {Y.shape[1]} columns, the projection has {self.components_.shape[0]} components")
+            raise ParameterError(
+                f"Y has {Y.shape[1]} columns, the projection has {self.components_.shape[0]} components")
         return Y @ self.components_ + self.mean_
 
 

@@ -87,7 +87,8 @@ def saliency(fn: ScalarFunction, x, method: str = "vanilla", n_samples: int = 25
         grad = _mean_gradient(fn, x_t[None], batch_size)
     elif method == "smoothgrad":
         if n_samples < 1 or not noise_level >= 0:
-            raise ParameterError(f"SmoothGrad needs n_samples >= 1 and noise_level >= 0, got {n_samples}, {noise_level}")
+            raise ParameterError(
+                f"SmoothGrad needs n_samples >= 1 and noise_level >= 0, got {n_samples}, {noise_level}")
         generator = torch.Generator().manual_seed(seed)
         value_range = (x_t.amax(dim=(1, 2)) - x_t.amin(dim=(1, 2))).view(-1, 1, 1)
         noise = torch.randn((n_samples, *x_t.shape), generator=generator) * (noise_level * value_range)

@@ -142,6 +142,24 @@ def _box_mask(x, y, x0, x1, y0, y1, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _finite_extent(x, y):
+    """Number of points with both coordinates finite, and their x/y minima and maxima."""
+    n = 0
+    xmin = ymin = np.inf
+    xmax = ymax = -np.inf
+    for i in range(x.shape[0]):
+        px = x[i]
+        py = y[i]
+        if np.isfinite(px) and np.isfinite(py):
+            n += 1
+            xmin = min(xmin, px)
+            xmax = max(xmax, px)
+            ymin = min(ymin, py)
+            ymax = max(ymax, py)
+    return n, xmin, xmax, ymin, ymax
+
+
+@numba.njit(cache=True, nogil=True)
 def _bin_points(x, y, gx0, gy0, inv_dx, inv_dy, g):
     """Counting sort of the finite points into a g x g grid.
 
@@ -176,6 +194,17 @@ def _bin_points(x, y, gx0, gy0, inv_dx, inv_dy, g):
 
 
 @numba.njit(cache=True, nogil=True)
+def _cell_clamped(v, v0, inv, lo, hi):
+    """floor((v - v0) * inv) clamped to [lo, hi], safe for huge or infinite values."""
+    f = np.floor((v - v0) * inv)
+    if f < lo:
+        return lo
+    if f > hi:
+        return hi
+    return int(f)
+
+
+@numba.njit(cache=True, nogil=True)
 def _mark_boundary_cells(vx, vy, gx0, gy0, dx, dy, g):
     """Cells (on a grid padded by one cell all round) that an edge passes through or near.
 
@@ -193,8 +222,8 @@ def _mark_boundary_cells(vx, vy, gx0, gy0, dx, dy, g):
         xa, ya, xb, yb = vx[i], vy[i], vx[j], vy[j]
         if ya > yb:
             xa, ya, xb, yb = xb, yb, xa, ya
-        r0 = int(np.floor((ya - gy0) * inv_dy))
-        r1 = int(np.floor((yb - gy0) * inv_dy))
+        r0 = _cell_clamped(ya, gy0, inv_dy, -2, g + 1)
+        r1 = _cell_clamped(yb, gy0, inv_dy, -2, g + 1)
         if r1 < -1 or r0 > g:
             continue
         r0 = max(r0, -1)
@@ -208,12 +237,8 @@ def _mark_boundary_cells(vx, vy, gx0, gy0, dx, dy, g):
             else:
                 xl = xa
                 xh = xb
-            c0 = int(np.floor((min(xl, xh) - gx0) * inv_dx))
-            c1 = int(np.floor((max(xl, xh) - gx0) * inv_dx))
-            if c1 < -1 or c0 > g:
-                continue
-            c0 = max(c0, -1)
-            c1 = min(c1, g)
+            c0 = _cell_clamped(min(xl, xh), gx0, inv_dx, -1, g)
+            c1 = _cell_clamped(max(xl, xh), gx0, inv_dx, -1, g)
             for c in range(c0, c1 + 1):
                 hit[r + 1, c + 1] = True
     dilated = np.zeros((g, g), dtype=np.bool_)
@@ -344,6 +369,7 @@ def _prepare_polygon(polygon_xy) -> _Polygon | None:
     if len(poly) < 3:
         return None
     rel = poly - poly[0]
+    rel /= np.abs(rel).max()  # > 0: at least two distinct vertices remain; avoids overflow
     far = rel[np.argmax(np.einsum("ij,ij->i", rel, rel))]
     cross = rel[:, 0] * far[1] - rel[:, 1] * far[0]
     if np.max(np.abs(cross)) <= _COLLINEAR_RTOL * float(far @ far):
@@ -436,12 +462,10 @@ class PointIndex:
         if not points_per_cell > 0:
             raise ParameterError(f"points_per_cell must be positive, got {points_per_cell}")
         self.x, self.y = _as_coordinates(x, y)
-        finite = np.isfinite(self.x) & np.isfinite(self.y)
-        self.n_finite = int(np.count_nonzero(finite))
-        if self.n_finite:
-            xf, yf = self.x[finite], self.y[finite]
-            self._x0, x1, self._y0, y1 = float(xf.min()), float(xf.max()), float(yf.min()), float(yf.max())
-        else:
+        if self.x.shape[0] >= 2**31 - 1:
+            raise ParameterError(f"PointIndex holds at most 2^31 - 2 points, got {self.x.shape[0]}")
+        self.n_finite, self._x0, x1, self._y0, y1 = _finite_extent(self.x, self.y)
+        if not self.n_finite:
             self._x0, x1, self._y0, y1 = 0.0, 1.0, 0.0, 1.0
         self.grid_size = int(np.clip(np.sqrt(self.n_finite / points_per_cell), 1, 2048))
         g = self.grid_size
@@ -458,8 +482,7 @@ class PointIndex:
 
     def _cell_range(self, lo: float, hi: float, origin: float, size: float) -> np.ndarray:
         g = self.grid_size
-        a = int(np.floor((lo - origin) / size))
-        b = int(np.floor((hi - origin) / size))
+        a, b = np.floor(np.clip([(lo - origin) / size, (hi - origin) / size], -2, g + 1)).astype(int)
         return np.array([min(max(a - 1, 0), g - 1), min(max(b + 1, 0), g - 1)], dtype=np.int64)
 
     def select_polygon(self, polygon_xy, *, require_nonempty: bool = False) -> np.ndarray:

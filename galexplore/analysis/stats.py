@@ -238,7 +238,8 @@ def latent_property_statistics(latents: pd.DataFrame, properties: pd.DataFrame, 
     from scipy import stats
 
     if len(latents) != len(properties):
-        raise ParameterError(f"latents and properties must have the same rows, got {len(latents)} and {len(properties)}")
+        raise ParameterError(
+            f"latents and properties must have the same rows, got {len(latents)} and {len(properties)}")
     if n_shuffles < 1:
         raise ParameterError(f"n_shuffles must be at least 1, got {n_shuffles}")
     rng = np.random.default_rng(random_state)

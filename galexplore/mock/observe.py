@@ -4,15 +4,17 @@ Follows Dawson et al. (2020, sect. 2.3-2.4): each galaxy is placed at the distan
 its 98th-percentile radius subtends half the field (32" of a 64" x 64" map), projected at
 the requested inclination and position angle, and turned into a cube with a 3" circular
 beam and 1" pixels by KinMS (Davis et al. 2013) from the particles' sky positions
-(``inClouds``) and line-of-sight velocities (``vLOS_clouds``). The projection is done
-here, so the angle conventions are those of docs/CONTRACTS.md: the receding half of the
+(``inClouds``) and line-of-sight velocities (``vLOS_clouds``). Channels are 10 km/s wide,
+centred symmetrically on 0 km/s, and span every particle's line-of-sight velocity
+plus one channel on each side. The projection is done here, so the angle conventions are those of docs/CONTRACTS.md: the receding half of the
 major axis lies at the position angle, measured east of north; east is to the left
 (columns increase westwards), north up; inclination 0 is face-on.
 
 Flux scale: all cold gas is traced in CO(1-0) with alpha_CO = 4.3 Msun (K km/s pc^2)^-1
-(Bolatto et al. 2013, helium included) and L'_CO = 3.25e7 S dv nu^-2 D^2 (Solomon &
-Vanden Bout 2005) in the local-universe limit z -> 0 (at the distances here, < 200 Mpc,
-the (1 + z) terms change fluxes by < 5 per cent). The cube, in Jy/beam, holds the flux of
+(Bolatto et al. 2013, helium included) and L'_CO = (c^2 / 2k) S dv nu^-2 D^2 (Solomon &
+Vanden Bout 2005: 3.25e7 in K km/s pc^2, Jy km/s, GHz, Mpc) in the local-universe limit
+z -> 0 (at the distances here, < 200 Mpc, the (1 + z) terms change fluxes by < 5 per
+cent). The cube, in Jy/beam, holds the flux of
 the particles that fall inside the field.
 
 Noise (optional): Gaussian with sigma = (1 / (S/N)) x the mean over channels containing
@@ -27,8 +29,9 @@ Moments: mom0 = sum(I) dv (Jy/beam km/s), mom1 = sum(v I) / sum(I), mom2 = sqrt(
 mom1)^2) / sum(I)) (km/s), over masked voxels. Pixels with no masked voxel are NaN in all
 three maps. With noise, mom1 and mom2 are also NaN where the pixel's sum(I) does not
 exceed its noise, sigma sqrt(number of masked voxels) (without this, pixels whose masked
-voxels are mostly noise get velocities far outside the cube), and mom2 where the weighted
-variance is negative (negative noisy voxels inside the mask).
+voxels are mostly noise get velocities far outside the cube) or where mom1 still falls
+outside the band, and mom2 where the weighted variance is negative (both only possible
+through negative noisy voxels inside the mask).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from astropy import constants as const
+from astropy import units as u
 from astropy.io import fits
 from kinms import KinMS
 from scipy import ndimage
@@ -47,6 +52,10 @@ from galexplore.mock.galaxies import Galaxy
 ARCSEC_PER_RAD = 180.0 * 3600.0 / np.pi
 #: Conversion between Gaussian FWHM and standard deviation.
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+#: c^2 / (2 k): L'_line (K km/s pc^2) per S dv (Jy km/s) x D^2 (Mpc^2) / nu^2 (GHz^2);
+#: 3.25e7 in Solomon & Vanden Bout (2005).
+LPRIME_CONSTANT = (const.c**2 / (2 * const.k_B) * u.Jy * u.km / u.s * u.Mpc**2 / u.GHz**2).to_value(
+    u.K * u.km / u.s * u.pc**2)
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,7 @@ class Observation:
 def line_flux_jy_kms(gas_mass_msun: float, distance_mpc: float, setup: ObservingSetup) -> float:
     """CO(1-0) flux S dv (Jy km/s) of a gas mass (Msun) at a distance (Mpc), z -> 0."""
     luminosity = gas_mass_msun / setup.alpha_co  # L'_CO, K km/s pc^2
-    return luminosity * setup.rest_frequency_ghz**2 / (3.25e7 * distance_mpc**2)
+    return luminosity * setup.rest_frequency_ghz**2 / (LPRIME_CONSTANT * distance_mpc**2)
 
 
 def sky_projection(positions: np.ndarray, velocities: np.ndarray, pa_deg: float,
@@ -218,7 +227,8 @@ def moment_maps(cube: np.ndarray, mask: np.ndarray, velocities_kms: np.ndarray, 
     """Moments 0, 1, 2 of a cube [v, row, col] over the masked voxels (see module docstring).
 
     mom1 and mom2 are blank where sum(I) over the masked voxels of a pixel does not exceed
-    ``min_snr`` times its noise, ``noise_sigma`` sqrt(number of those voxels).
+    ``min_snr`` times its noise, ``noise_sigma`` sqrt(number of those voxels), or where
+    mom1 falls outside the band (possible only with negative, noisy voxels).
     """
     weights = np.where(mask, cube, 0.0)
     v = velocities_kms[:, None, None]
@@ -228,6 +238,7 @@ def moment_maps(cube: np.ndarray, mask: np.ndarray, velocities_kms: np.ndarray, 
     positive = has_data & (total > min_snr * total_noise)
     safe_total = np.where(positive, total, 1.0)
     mom1 = (weights * v).sum(axis=0) / safe_total
+    positive &= (mom1 >= velocities_kms.min()) & (mom1 <= velocities_kms.max())
     variance = (weights * (v - mom1) ** 2).sum(axis=0) / safe_total
     mom0 = np.where(has_data, total * channel_kms, np.nan)
     mom2 = np.where(positive & (variance >= 0), np.sqrt(np.abs(variance)), np.nan)

@@ -8,10 +8,11 @@ draws a regular disc.
 - ``dispersion``: pressure-supported gas. Ordered rotation falls to sqrt(1 - s) v_c and an
   isotropic dispersion sqrt(s / 3) v_c per component takes its place (the kinetic energy
   stays ~ v_c^2 / 2 per unit mass); the disc thickens to a vertical scale s * Rd.
-- ``counter_rotating``: merger remnant. A fraction s / 2 of the gas sits in a compact
-  second disc (scale length Rd / 2) whose spin is tilted by 180 - 60 s degrees from the
-  main disc (coplanar counter-rotation at small s, a strongly misaligned core at s = 1);
-  all gas is heated by an isotropic dispersion 0.3 s v_c per component.
+- ``counter_rotating``: merger remnant. The gas within R_t = 2 s Rd forms a decoupled
+  inner disc (as in NGC 4826, Braun et al. 1994) whose spin is tilted by 180 - 60 s
+  degrees about the x axis from that of the outer disc (coplanar counter-rotation at
+  small s, a strongly misaligned inner disc at s = 1); all gas is heated by an isotropic
+  dispersion 0.3 s v_c per component.
 - ``tidal_tails``: a fraction 0.6 s of the gas is pulled into two trailing tails from 2 Rd
   out to 8 Rd, moving outwards at up to 1.2 v_c(2 Rd) and conserving specific angular
   momentum.
@@ -104,13 +105,11 @@ def _rotation_about_x(angle_rad: float) -> np.ndarray:
 
 
 def _counter_rotating(rng, mass_model, n, sigma_kms, strength):
-    n_second = int(round(0.5 * strength * n))
-    pos_main, vel_main = regular_disc(rng, mass_model, n - n_second, sigma_kms)
-    pos_second, vel_second = regular_disc(rng, mass_model, n_second, sigma_kms,
-                                          rd_kpc=0.5 * mass_model.rd_gas_kpc)
+    positions, velocities = regular_disc(rng, mass_model, n, sigma_kms)
+    inner = np.hypot(positions[:, 0], positions[:, 1]) < 2.0 * strength * mass_model.rd_gas_kpc
     tilt = _rotation_about_x(np.radians(180.0 - 60.0 * strength))
-    positions = np.vstack([pos_main, pos_second @ tilt.T])
-    velocities = np.vstack([vel_main, vel_second @ tilt.T])
+    positions[inner] = positions[inner] @ tilt.T
+    velocities[inner] = velocities[inner] @ tilt.T
     v_c = mass_model.circular_velocity(np.linalg.norm(positions, axis=1))[:, None]
     velocities += rng.normal(0.0, 1.0, (n, 3)) * 0.3 * strength * v_c
     return positions, velocities

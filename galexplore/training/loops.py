@@ -441,13 +441,13 @@ def _fit(model: nn.Module, problem: _Problem, config: TrainConfig, device: torch
                 loss = _loss(config.kind, model, x, y)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"the training loss became {float(loss)} at epoch {epoch}; lower the learning rate "
+                        f"the training loss became {loss.item()} at epoch {epoch}; lower the learning rate "
                         f"(now {config.learning_rate:g}, try {config.learning_rate / 10:g}) or check the "
                         "input maps for extreme values")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                train_sum += float(loss) * len(rows)
+                train_sum += loss.item() * len(rows)
                 seen += len(rows)
                 if stop_event is not None and stop_event.is_set():
                     stopped = True
@@ -455,7 +455,8 @@ def _fit(model: nn.Module, problem: _Problem, config: TrainConfig, device: torch
             schedule.step()
             recorded = True
             finish_epoch(epoch, train_sum, seen, partial=stopped and seen < config.images_per_epoch)
-            if stopped:
+            if stopped or (stop_event is not None and stop_event.is_set()):
+                stopped = True
                 break
     except KeyboardInterrupt:
         stopped = True

@@ -20,7 +20,8 @@ from galexplore.ui.detail import (
     saliency_targets,
     thumbnail_png,
 )
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 
 #: Colormap of each known channel; velocities are diverging and centred on zero.
 CHANNEL_CMAPS = {"mom0": "inferno", "mom1": "RdBu_r", "mom2": "viridis", "env": "magma"}
@@ -28,6 +29,7 @@ DIVERGING = {"mom1"}
 IMAGE_SIZE = 230
 ARROW_LENGTH_PX = 26.0
 N_NEIGHBOURS = 8
+TRAVERSAL_STEPS = 7
 
 
 def map_image(image: np.ndarray, name: str, unit: str) -> hv.Image:
@@ -66,8 +68,18 @@ class DetailView(pn.viewable.Viewer):
         self.header = pn.pane.Markdown("Click a galaxy in the latent map to see it here.")
         self.images = pn.pane.HoloViews(None, css_classes=["detail-images"], name="detail-images")
         self.facts = pn.pane.Markdown("", width=360)
-        self.neighbours = pn.FlexBox()
-        self.traversal = pn.Row()
+        self._neighbour_ids: list[int | None] = [None] * N_NEIGHBOURS
+        self._neighbour_images = [pn.pane.PNG(None, width=128, height=128) for _ in range(N_NEIGHBOURS)]
+        self._neighbour_buttons = [pn.widgets.Button(name="", width=128, button_type="light")
+                                   for _ in range(N_NEIGHBOURS)]
+        for slot, button in enumerate(self._neighbour_buttons):
+            button.on_click(guarded(state, lambda event, slot=slot: self._show_neighbour(slot)))
+        self.neighbours = pn.FlexBox(*[pn.Column(image, button, width=136, visible=False)
+                                       for image, button in zip(self._neighbour_images, self._neighbour_buttons)])
+        self._traversal_images = [pn.pane.PNG(None, width=110, height=110) for _ in range(TRAVERSAL_STEPS)]
+        self._traversal_labels = [pn.pane.Markdown("", margin=(0, 5)) for _ in range(TRAVERSAL_STEPS)]
+        self.traversal = pn.Row(*[pn.Column(image, label) for image, label in
+                                  zip(self._traversal_images, self._traversal_labels)], visible=False)
         self.traversal_note = pn.pane.Markdown("")
         state.param.watch(self._on_bundle, "bundle_version")
         state.param.watch(guarded(state, self._on_click), "clicked_row")
@@ -160,12 +172,25 @@ class DetailView(pn.viewable.Viewer):
         detail = self.detail()
         if detail is None:
             self.header.object = "Click a galaxy in the latent map to see it here."
-            self.facts.object, self.neighbours.objects, self.traversal.objects = "", [], []
+            self.facts.object = ""
+            for card in self.neighbours:
+                card.visible = False
+            self.traversal.visible = False
             return
         self.header.object = f"### Galaxy id {detail.galaxy_id} (row {detail.row})"
         self.facts.object = self._facts_markdown(detail)
-        self.neighbours.objects = [self._neighbour_card(r) for r in detail.neighbours]
+        for slot, card in enumerate(self.neighbours):
+            if slot < len(detail.neighbours):
+                row = int(detail.neighbours[slot])
+                self._neighbour_ids[slot] = int(self.state.table["id"].iloc[row])
+                self._neighbour_images[slot].object = self._thumbnail(row)
+                self._neighbour_buttons[slot].name = f"id {self._neighbour_ids[slot]}"
+            card.visible = slot < len(detail.neighbours)
         self._on_traversal()
+
+    def _show_neighbour(self, slot: int) -> None:
+        if self._neighbour_ids[slot] is not None:
+            self.state.show_id(self._neighbour_ids[slot])
 
     def _facts_markdown(self, detail: GalaxyDetail) -> str:
         units = self.state.units
@@ -187,12 +212,6 @@ class DetailView(pn.viewable.Viewer):
         image = np.asarray(bundle.dataset.maps[row], dtype=np.float32)[bundle.dataset.channel_index(channel)]
         return thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"), symmetric=channel in DIVERGING)
 
-    def _neighbour_card(self, row: int) -> pn.Column:
-        galaxy_id = int(self.state.table["id"].iloc[row])
-        button = pn.widgets.Button(name=f"id {galaxy_id}", width=128, button_type="light")
-        button.on_click(guarded(self.state, lambda event, gid=galaxy_id: self.state.show_id(gid)))
-        return pn.Column(pn.pane.PNG(self._thumbnail(row), width=128, height=128), button, width=136)
-
     def _on_traversal(self, *events) -> None:
         detail = self.detail()
         bundle = self.state.bundle
@@ -201,15 +220,15 @@ class DetailView(pn.viewable.Viewer):
         if not can_traverse(bundle):
             self.traversal_note.object = (f"Model `{bundle.model.name}` needs the encoder's pooling indices to "
                                           "decode, so it has no latent traversal.")
-            self.traversal.objects = []
+            self.traversal.visible = False
             return
-        values, decoded = latent_traversal(bundle, detail.row, self.traversal_axis)
+        values, decoded = latent_traversal(bundle, detail.row, self.traversal_axis, steps=TRAVERSAL_STEPS)
         column = latent_columns(bundle.table)[self.traversal_axis]
         self.traversal_note.object = f"Decoded along **{column}** (+-2 sigma through this galaxy)."
-        self.traversal.objects = [
-            pn.Column(pn.pane.PNG(thumbnail_png(img[0], "RdBu_r", -1.0, 1.0), width=110, height=110),
-                      pn.pane.Markdown(f"{column} = {v:.3g}", margin=(0, 5)))
-            for v, img in zip(values, decoded)]
+        for image, label, value, decoded_map in zip(self._traversal_images, self._traversal_labels, values, decoded):
+            image.object = thumbnail_png(decoded_map[0], "RdBu_r", -1.0, 1.0)
+            label.object = f"{column} = {value:.3g}"
+        self.traversal.visible = True
 
     def __panel__(self):
         return pn.Column(

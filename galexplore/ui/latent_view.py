@@ -19,7 +19,8 @@ import param
 from holoviews.operation.datashader import dynspread, rasterize
 
 from galexplore.ui.colours import MARKER_COLOUR, SELECTION_COLOUR, axis_label
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 
 #: Galaxies in view below which hover tooltips are attached.
 HOVER_LIMIT = 5000

@@ -20,7 +20,8 @@ from galexplore.ui.bundle import load_bundle
 from galexplore.ui.detail_view import DetailView
 from galexplore.ui.latent_view import LatentControls, LatentView
 from galexplore.ui.selection_view import SelectionView
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 from galexplore.ui.stats_view import StatsView
 from galexplore.ui.upload_view import UploadView
 

@@ -15,7 +15,8 @@ import param
 from galexplore.ui.colours import SELECTION_COLOUR, axis_label
 from galexplore.ui.detail import thumbnail_png
 from galexplore.ui.detail_view import CHANNEL_CMAPS, DIVERGING
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 
 GALLERY_SIZE = 24
 HISTOGRAM_BINS = 40
@@ -55,7 +56,15 @@ class SelectionView(pn.viewable.Viewer):
         self.count = pn.pane.Markdown("", css_classes=["selection-count"], name="selection-count")
         self.table = pn.widgets.Tabulator(pagination="remote", page_size=TABLE_PAGE_SIZE, disabled=True,
                                           show_index=False, sizing_mode="stretch_width", height=480)
-        self.gallery = pn.FlexBox()
+        self._gallery_ids: list[int | None] = [None] * GALLERY_SIZE
+        self._gallery_images = [pn.pane.PNG(None, width=110, height=110) for _ in range(GALLERY_SIZE)]
+        self._gallery_labels = [pn.pane.Markdown("", margin=(0, 4)) for _ in range(GALLERY_SIZE)]
+        self._gallery_buttons = [pn.widgets.Button(name="", width=110, button_type="light") for _ in range(GALLERY_SIZE)]
+        for slot, button in enumerate(self._gallery_buttons):
+            button.on_click(guarded(state, lambda event, slot=slot: self._show(slot)))
+        self.gallery_note = pn.pane.Markdown("")
+        self.gallery = pn.FlexBox(*[pn.Column(image, label, button, width=118, visible=False) for image, label, button
+                                    in zip(self._gallery_images, self._gallery_labels, self._gallery_buttons)])
         self.histogram = pn.pane.HoloViews(None)
         self.name_input = pn.widgets.TextInput(name="Name", placeholder="e.g. high-kappa edge")
         self.save_button = pn.widgets.Button(name="Save selection", button_type="primary")
@@ -105,24 +114,33 @@ class SelectionView(pn.viewable.Viewer):
     def _on_gallery(self, *events) -> None:
         s = self.state
         if s.selection.size == 0:
-            self.gallery.objects = [pn.pane.Markdown("Select galaxies with the lasso or box tool to see their maps.")]
-            return
-        values = s.table[self.gallery_sort].to_numpy(dtype=np.float64)[s.selection]
-        order = np.argsort(-values if self.gallery_descending else values, kind="stable")
-        rows = s.selection[order[:GALLERY_SIZE]]
-        self.gallery.objects = [self._card(int(row)) for row in rows]
-
-    def _card(self, row: int) -> pn.Column:
-        bundle = self.state.bundle
+            self.gallery_note.object = "Select galaxies with the lasso or box tool to see their maps."
+            rows = np.empty(0, dtype=np.int64)
+        else:
+            values = s.table[self.gallery_sort].to_numpy(dtype=np.float64)[s.selection]
+            order = np.argsort(-values if self.gallery_descending else values, kind="stable")
+            rows = s.selection[order[:GALLERY_SIZE]]
+            self.gallery_note.object = (f"First {rows.size} of {s.selection.size:,} selected, sorted by "
+                                        f"{self.gallery_sort} ({'descending' if self.gallery_descending else 'ascending'}).")
+        bundle = s.bundle
         channel = bundle.model.card.channels[0]
-        image = np.asarray(bundle.dataset.maps[row], dtype=np.float32)[bundle.dataset.channel_index(channel)]
-        galaxy_id = int(self.state.table["id"].iloc[row])
-        value = self.state.table[self.gallery_sort].iloc[row]
-        button = pn.widgets.Button(name=f"id {galaxy_id}", width=110, button_type="light")
-        button.on_click(guarded(self.state, lambda event, gid=galaxy_id: self.state.show_id(gid)))
-        return pn.Column(pn.pane.PNG(thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"),
-                                                   symmetric=channel in DIVERGING), width=110, height=110),
-                         pn.pane.Markdown(f"{self.gallery_sort} = {value:.3g}", margin=(0, 4)), button, width=118)
+        maps = np.asarray(bundle.dataset.maps[np.sort(rows)], dtype=np.float32) if rows.size else None
+        position = {int(r): k for k, r in enumerate(np.sort(rows))}
+        for slot, card in enumerate(self.gallery):
+            card.visible = slot < rows.size
+            if slot >= rows.size:
+                continue
+            row = int(rows[slot])
+            image = maps[position[row], bundle.dataset.channel_index(channel)]
+            self._gallery_ids[slot] = int(s.table["id"].iloc[row])
+            self._gallery_images[slot].object = thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"),
+                                                              symmetric=channel in DIVERGING)
+            self._gallery_labels[slot].object = f"{self.gallery_sort} = {s.table[self.gallery_sort].iloc[row]:.3g}"
+            self._gallery_buttons[slot].name = f"id {self._gallery_ids[slot]}"
+
+    def _show(self, slot: int) -> None:
+        if self._gallery_ids[slot] is not None:
+            self.state.show_id(self._gallery_ids[slot])
 
     def _refresh_saved(self, *events) -> None:
         self.saved.options = self.state.saved_selection_names()
@@ -154,7 +172,7 @@ class SelectionView(pn.viewable.Viewer):
             pn.layout.Divider(),
             pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, name="Gallery sorted by", width=200),
                    pn.widgets.Checkbox.from_param(self.param.gallery_descending, name="descending")),
-            self.gallery,
+            self.gallery_note, self.gallery,
             pn.layout.Divider(),
             self.table,
             name="Selection",

@@ -310,18 +310,3 @@ class ExplorerState(param.Parameterized):
     def notify(self, text: str, level: str = "info") -> None:
         self.message_level = level
         self.message = text
-
-
-def guarded(state: ExplorerState, function: Callable) -> Callable:
-    """Wrap a callback so that any exception is shown in the page and the session goes on."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 -- the page must survive every failure
-            state.report(error)
-            return None
-
-    wrapper.__name__ = getattr(function, "__name__", "callback")
-    wrapper.__doc__ = function.__doc__
-    return wrapper

@@ -21,7 +21,8 @@ from galexplore.analysis.boundaries import VerticalBoundary
 from galexplore.analysis.position_angle import PositionAngleCalibration
 from galexplore.analysis.stats import bias_scatter_dex, latent_property_statistics, pa_residual_sigma_by_inclination
 from galexplore.ui.bundle import latent_columns
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 
 #: Rows used for the latent-property statistics (mutual information is O(n) per shuffle).
 STATISTICS_ROWS = 4000

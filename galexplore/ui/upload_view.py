@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import panel as pn
 
-from galexplore.ui.state import ExplorerState, guarded
+from galexplore.ui.callbacks import guarded
+from galexplore.ui.state import ExplorerState
 from galexplore.ui.upload import encode_velocity_maps, fits_in_directory, read_uploaded_fits
 
 
