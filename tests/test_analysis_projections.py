@@ -60,3 +60,22 @@ def test_umap_subsample_fit_places_all_rows_and_keeps_clusters_apart():
     a, b = Y[:50], Y[50:]
     gap = np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))
     assert gap > 3 * max(np.linalg.norm(a.std(axis=0)), np.linalg.norm(b.std(axis=0)))
+
+
+def test_published_dawson2020_classes_from_published_latents(shared_real, tmp_path):
+    """The published PCA + fold + boundary reproduce the published class of all 30 ALMA maps."""
+    import json
+
+    import pandas as pd
+
+    from galexplore.analysis.boundaries import VerticalBoundary
+    from galexplore.models.zoo import import_dawson2020
+
+    checkpoint = import_dawson2020(shared_real / "dawson2020", out=tmp_path / "dawson2020", trust_pickle=True)
+    extras = json.loads((checkpoint / "card.json").read_text())["extras"]
+    published = pd.read_csv(shared_real / "dawson2020" / "published_results.csv")
+    pca = PCAProjection.from_params(extras["pca"]["mean"], extras["pca"]["components"])
+    r, _ = fold(pca.transform(published[["latent_0", "latent_1", "latent_2"]].to_numpy()))
+    boundary = VerticalBoundary.from_position(extras["boundary"]["folded_r"])
+    assert boundary.position_ == 2.960960960960961
+    np.testing.assert_array_equal(boundary.predict(r), published["published_class"].to_numpy())

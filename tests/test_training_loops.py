@@ -66,12 +66,12 @@ def tiny(tmp_path_factory):
 
 
 def _config(**kw) -> TrainConfig:
-    defaults = dict(kind="cae", epochs=2, batch_size=16, images_per_epoch=32, seed=0, device="cpu")
+    defaults = dict(kind="cae", epochs=2, batch_size=8, images_per_epoch=16, seed=0, device="cpu")
     return TrainConfig(**{**defaults, **kw})
 
 
 def test_cae_training_lowers_the_loss_and_writes_a_full_card(tiny, tmp_path):
-    out = train(_config(epochs=2, images_per_epoch=64), tiny, tmp_path / "cae")
+    out = train(_config(epochs=2, images_per_epoch=32), tiny, tmp_path / "cae")
     model, card = load_checkpoint(out)
     assert card.architecture == "dawson2020_cae" and card.recipe == "dawson2020"
     assert card.channels == ["mom1"] and card.latent_names == ["z0", "z1", "z2"]
@@ -96,10 +96,10 @@ def test_cae_training_lowers_the_loss_and_writes_a_full_card(tiny, tmp_path):
 
 
 def test_same_seed_gives_identical_weights(tiny, tmp_path):
-    config = _config(kind="cae-free", epochs=1, images_per_epoch=32)
+    config = _config(kind="cae-free", epochs=1)
     a = train(config, tiny, tmp_path / "a")
     b = train(config, tiny, tmp_path / "b")
-    c = train(_config(kind="cae-free", epochs=1, images_per_epoch=32, seed=1), tiny, tmp_path / "c")
+    c = train(_config(kind="cae-free", epochs=1, seed=1), tiny, tmp_path / "c")
     weights = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
     assert weights[0] == weights[1]
     assert weights[0] != weights[2]
@@ -195,7 +195,7 @@ def _no_leftovers(job: TrainingJob, models_dir) -> None:
 
 def test_training_job_runs_in_a_subprocess_and_reports_progress(tiny, tmp_path):
     models = tmp_path / "models"
-    job = TrainingJob(_config(epochs=2, images_per_epoch=32), tiny, models, name="bg")
+    job = TrainingJob(_config(epochs=2), tiny, models, name="bg")
     assert job.status == QUEUED
     job.start()
     assert job.wait(timeout=120) == FINISHED, job.error
@@ -231,3 +231,15 @@ def test_cancelled_and_failed_jobs_leave_nothing_behind(tiny, tmp_path):
     assert not (models / "broken").exists()
     manager.shutdown()
     assert not multiprocessing.active_children()
+
+
+def test_cli_train_writes_a_checkpoint(tiny, tmp_path, capsys):
+    from galexplore.cli import main
+
+    out = tmp_path / "from_cli"
+    assert main(["train", "cae-free", str(tiny), str(out), "--epochs", "1", "--batch-size", "8",
+                 "--images-per-epoch", "16", "--device", "cpu", "--seed", "5"]) == 0
+    card = read_card(out)
+    assert card.architecture == "cae_free" and card.training_data["config"]["seed"] == 5
+    assert main(["train", "regressor", str(tiny), str(tmp_path / "bad"), "--device", "cpu"]) == 2
+    assert "--target" in capsys.readouterr().err

@@ -93,7 +93,8 @@ def quantise(maps: np.ndarray, quantisation: list[dict], channels: list[str]) ->
         scales[:, k] = step
         with np.errstate(invalid="ignore"):
             r = np.rint(x / step[:, None, None])
-        if spec["mode"] == "absolute" and spec["step"] == 1.0 and np.any(np.where(blank, 0, r - x)):
+        exact_counts = spec["mode"] == "absolute" and spec["step"] == 1.0 and not spec.get("delta", True)
+        if exact_counts and np.any(np.where(blank, 0, r - x)):
             raise DatasetError(
                 f"channel {channels[k]!r} holds non-integer counts, which compact storage keeps only "
                 "as exact integers; use storage='float32' for it.")

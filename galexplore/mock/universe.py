@@ -21,6 +21,14 @@ H0_KMS_MPC = 70.0
 #: Channels of a universe dataset, in store order, with their units.
 CHANNELS = ("mom0", "mom1", "mom2", "env")
 CHANNEL_UNITS = {"mom0": "Jy/beam km/s", "mom1": "km/s", "mom2": "km/s", "env": "counts"}
+#: Quantisation of "compact" storage: mom0 to 1/256 of each map's peak, velocities to 1 km/s
+#: (a tenth of the 10 km/s channel width), environment counts exactly.
+COMPACT_QUANTISATION = {
+    "mom0": {"mode": "relative", "step": 2.0**-8, "delta": True},
+    "mom1": {"mode": "absolute", "step": 1.0, "delta": True},
+    "mom2": {"mode": "absolute", "step": 1.0, "delta": True},
+    "env": {"mode": "absolute", "step": 1.0, "delta": False},
+}
 #: Tracer galaxies per target galaxy in the clustered volume (the neighbours that environments count).
 TRACERS_PER_TARGET = 12
 
@@ -195,8 +203,9 @@ def build_universe(config: UniverseConfig, out: str | os.PathLike, *, workers: i
         "seed": config.seed,
         "kinms_version": _kinms_version(),
     }
-    writer = create_dataset(out, CHANNELS, CHANNEL_UNITS, storage=config.storage,
-                            provenance=provenance, overwrite=overwrite)
+    writer = create_dataset(out, CHANNELS, CHANNEL_UNITS, storage=config.storage, provenance=provenance,
+                            overwrite=overwrite,
+                            quantisation=COMPACT_QUANTISATION if config.storage == "compact" else None)
     bar = _progress_bar(config.n_galaxies, progress)
     units = _column_units()
     with writer, _executor(workers) as pool:

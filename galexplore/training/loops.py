@@ -529,6 +529,11 @@ def _regression_metrics(problem: _Problem, dataset: Any, prediction: np.ndarray)
     return metrics
 
 
+def _json_number(value: Any) -> Any:
+    """None for a NaN float (no training batch ran), so the card stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _model_card(config: TrainConfig, dataset: Any, out_dir: Path, problem: _Problem, model: nn.Module,
                 history: list[dict], stopped: bool, device: torch.device) -> ModelCard:
     model.cpu()
@@ -537,11 +542,11 @@ def _model_card(config: TrainConfig, dataset: Any, out_dir: Path, problem: _Prob
     metrics: dict[str, Any] = {
         "loss": {"vae": "poisson_nll + kl per map (nats)", "regressor": "mse of standardised targets"}.get(
             config.kind, "mse per pixel"),
-        "final_train_loss": history[-1]["train_loss"], "final_val_loss": history[-1]["val_loss"],
+        "final_train_loss": _json_number(history[-1]["train_loss"]), "final_val_loss": history[-1]["val_loss"],
         "best_val_loss": min(h["val_loss"] for h in history),
         "best_epoch": min(history, key=lambda h: h["val_loss"])["epoch"],
         "epochs_run": len(history), "stopped_early": stopped,
-        "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "learning_rate", "partial")}
+        "history": [{k: _json_number(h[k]) for k in ("epoch", "train_loss", "val_loss", "learning_rate", "partial")}
                     for h in history],
     }
     if config.kind in ("cae", "cae-free"):
