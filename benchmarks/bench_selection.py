@@ -50,16 +50,13 @@ def wobbly_lasso(x, y, n_vertices: int, fraction: float, rng) -> np.ndarray:
     return poly
 
 
-CPU_SECONDS: dict[int, float] = {}  # id(result) -> CPU time of the best run
+def best_of(fn, repeats: int) -> tuple[float, float, object]:
+    """Best wall time of ``repeats`` runs, that run's CPU time (this thread) and the result.
 
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    """Best wall time of ``repeats`` runs (other processes share the 2 cores) and the result.
-
-    The same run's CPU time of this thread is kept in CPU_SECONDS, keyed by the result's id:
-    on a loaded machine it is the steadier figure.
+    Other processes share the 2 cores, so the CPU time is the steadier figure on a loaded
+    machine; the kernels here are single-threaded, so on an idle machine the two agree.
     """
-    best, result, cpu = np.inf, None, np.inf
+    best, cpu, result = np.inf, np.inf, None
     for _ in range(repeats):
         c = time.thread_time()
         t = time.perf_counter()
@@ -67,8 +64,7 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
         wall = time.perf_counter() - t
         if wall < best:
             best, cpu = wall, time.thread_time() - c
-    CPU_SECONDS[id(result)] = cpu
-    return best, result
+    return best, cpu, result
 
 
 def main() -> None:
@@ -88,7 +84,8 @@ def main() -> None:
     points_in_box(tiny, tiny, 0, 1, 0, 1)
     print(f"import + numba compile/cache load: {time.perf_counter() - t:.2f} s\n")
 
-    header = f"{'N':>9} {'what':<36} {'time [s]':>9} {'speed-up vs matplotlib':>23}"
+    header = (f"{'N':>9} {'what':<38} {'wall [s]':>9} {'cpu [s]':>9} "
+              f"{'wall speed-up':>13} {'cpu speed-up':>12}")
     print(header)
     print("-" * len(header))
     for n in args.sizes:
@@ -97,41 +94,41 @@ def main() -> None:
         poly = wobbly_lasso(x, y, 50, 0.20, rng)
         xy = np.column_stack([x, y])
         path = Path(poly)
-        t_base, ref = best_of(lambda: path.contains_points(xy), 1 if n >= 5_000_000 else 3)
-
-        t_direct, direct = best_of(lambda: points_in_polygon(x, y, poly), 3)
+        base = best_of(lambda: path.contains_points(xy), 1 if n >= 5_000_000 else 3)
+        direct = best_of(lambda: points_in_polygon(x, y, poly), 3)
 
         def first_lasso():
             index = PointIndex(x, y)
             return index, index.select_polygon(poly)
 
-        t_first, (index, first) = best_of(first_lasso, 2)
-        t_build, _ = best_of(lambda: PointIndex(x, y), 2)
-        t_repeat, repeat = best_of(lambda: index.select_polygon(poly), 5)
+        first = best_of(first_lasso, 2)
+        index = first[2][0]
+        build = best_of(lambda: PointIndex(x, y), 2)
+        repeat = best_of(lambda: index.select_polygon(poly), 5)
 
         bx = (np.quantile(x, 0.3), np.quantile(x, 0.7), np.quantile(y, 0.3), np.quantile(y, 0.7))
-        t_box_base, box_ref = best_of(
-            lambda: (x >= bx[0]) & (x <= bx[1]) & (y >= bx[2]) & (y <= bx[3]), 3)
-        t_box, box_direct = best_of(lambda: points_in_box(x, y, *bx), 3)
-        t_box_idx, box_idx = best_of(lambda: index.select_box(*bx), 5)
+        box_base = best_of(lambda: (x >= bx[0]) & (x <= bx[1]) & (y >= bx[2]) & (y <= bx[3]), 3)
+        box_direct = best_of(lambda: points_in_box(x, y, *bx), 3)
+        box_index = best_of(lambda: index.select_box(*bx), 5)
 
-        mismatch = int(np.count_nonzero(direct != ref))
-        assert np.array_equal(direct, first) and np.array_equal(direct, repeat)
-        assert np.array_equal(box_ref, box_direct) and np.array_equal(box_ref, box_idx)
+        mask = direct[2]
+        assert np.array_equal(mask, first[2][1]) and np.array_equal(mask, repeat[2])
+        assert np.array_equal(box_base[2], box_direct[2]) and np.array_equal(box_base[2], box_index[2])
         rows = [
-            ("matplotlib Path.contains_points", t_base, t_base),
-            ("points_in_polygon (no index)", t_direct, t_base),
-            ("PointIndex build only", t_build, t_base),
-            ("PointIndex first lasso (build+select)", t_first, t_base),
-            ("PointIndex repeated lasso", t_repeat, t_base),
+            ("matplotlib Path.contains_points", base, base),
+            ("points_in_polygon (no index)", direct, base),
+            ("PointIndex build only", build, base),
+            ("PointIndex first lasso (build+select)", first, base),
+            ("PointIndex repeated lasso", repeat, base),
+            ("numpy box mask (box baseline)", box_base, box_base),
+            ("points_in_box", box_direct, box_base),
+            ("PointIndex repeated box", box_index, box_base),
         ]
-        for what, seconds, base in rows:
-            print(f"{n:>9} {what:<36} {seconds:>9.4f} {base / seconds:>22.1f}x")
-        print(f"{n:>9} {'numpy box mask (box baseline)':<36} {t_box_base:>9.4f} {'1.0x':>23}")
-        print(f"{n:>9} {'points_in_box':<36} {t_box:>9.4f} {t_box_base / t_box:>22.1f}x")
-        print(f"{n:>9} {'PointIndex repeated box':<36} {t_box_idx:>9.4f} {t_box_base / t_box_idx:>22.1f}x")
-        print(f"{n:>9} selected {direct.mean():.1%} of points; masks differing from matplotlib: "
-              f"{mismatch}; grid {index.grid_size}^2 cells\n")
+        for what, (wall, cpu, _), (bwall, bcpu, _) in rows:
+            print(f"{n:>9} {what:<38} {wall:>9.4f} {cpu:>9.4f} {bwall / wall:>12.1f}x "
+                  f"{bcpu / max(cpu, 1e-6):>11.1f}x")
+        print(f"{n:>9} selected {mask.mean():.1%} of points; masks differing from matplotlib: "
+              f"{int(np.count_nonzero(mask != base[2]))}; grid {index.grid_size}^2 cells\n")
 
 
 if __name__ == "__main__":

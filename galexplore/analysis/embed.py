@@ -18,7 +18,6 @@ import torch
 
 from galexplore.data.dataset import Dataset, open_dataset
 from galexplore.data.recipes import get_recipe
-from galexplore.errors import ModelError
 from galexplore.models.checkpoint import ModelCard, check_compatible, load_checkpoint
 from galexplore.models.device import resolve_device
 from galexplore.models.zoo import resolve_model
@@ -81,7 +80,7 @@ def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, devi
 def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndarray],
                     *, umap: bool = True, seed: int = 0) -> pd.DataFrame:
     """Turn raw model outputs into the embedding table (column names in docs/CONTRACTS.md)."""
-    from galexplore.analysis.position_angle import latent_angle
+    from galexplore.analysis.position_angle import PositionAngleCalibration, latent_angle
     from galexplore.analysis.projections import PCAProjection, UMAPProjection, fold
 
     latent = outputs["latent"]
@@ -102,7 +101,7 @@ def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndar
         angle = latent_angle(rotated[:, :3])
         calibration = card.extras.get("pa_calibration")
         if calibration:
-            angle = (calibration["sense"] * angle + calibration["offset_deg"]) % 360.0
+            angle = PositionAngleCalibration.from_params(**calibration).transform(angle)
         table["pa_latent"] = angle
         boundary = card.extras.get("boundary")
         if boundary:
@@ -189,11 +188,3 @@ def _write_atomically(table: pd.DataFrame, path: Path, metadata: dict[str, str])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def require_columns(table: pd.DataFrame, columns: list[str]) -> None:
-    """Raise ModelError naming the embedding columns that are missing."""
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ModelError(f"the embedding has no column(s) {missing}; available: {list(table.columns)}. "
-                         "Recompute it with `galexplore embed MODEL DATASET --force`.")

@@ -6,8 +6,9 @@ Rules every function here follows
   regions it encloses an odd number of times. A point lying exactly on an edge is selected
   when the polygon's interior lies immediately to its right (+x); on a horizontal edge, when
   the interior lies immediately above it (+y). Two lassos that share an edge therefore never
-  both select a point on it. (For slanted edges "exactly on" is up to floating-point
-  rounding of the edge's line.)
+  both select a point on it; an axis-aligned rectangle drawn as a lasso selects
+  ``[x0, x1) x [y0, y1)``. (For slanted edges "exactly on" is up to floating-point rounding
+  of the edge's line.)
 * **Boxes** are closed: ``x0 <= x <= x1 and y0 <= y <= y1``; the corners may come in
   either order.
 * A polygon with fewer than 3 distinct vertices, or whose vertices all lie on one line
@@ -663,7 +664,7 @@ def _check_step(step: Mapping) -> dict:
     return dict(step)
 
 
-def write_atomically(path: Path, data: bytes, *, overwrite: bool) -> None:
+def _write_atomically(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory.
 
     Readers see either the old file or the complete new one. With ``overwrite=False`` an
@@ -723,7 +724,7 @@ class NamedSelections:
         data = json.dumps(record, default=_jsonable, indent=1).encode()
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            write_atomically(path, data, overwrite=overwrite)
+            _write_atomically(path, data, overwrite=overwrite)
         except FileExistsError:
             raise ParameterError(
                 f"a selection named {name!r} already exists; choose another name or pass overwrite=True"

@@ -92,14 +92,14 @@ def pa_residual_sigma_by_inclination(residual, inc, bins=None) -> pd.DataFrame:
     for k in range(edges.size - 1):
         values = residual[(which == k) & np.isfinite(residual)]
         n = values.size
-        if n:
+        if n > 1:
             lo, hi = np.percentile(values, [16.0, 84.0])
         rows.append({
             "inc_lo": edges[k], "inc_hi": edges[k + 1], "n": n,
             "mean": values.mean() if n else np.nan,
             "standard_error": values.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan,
             "std": values.std(ddof=1) if n > 1 else np.nan,
-            "sigma_16_84": 0.5 * (hi - lo) if n else np.nan,
+            "sigma_16_84": 0.5 * (hi - lo) if n > 1 else np.nan,
         })
     return pd.DataFrame(rows)
 

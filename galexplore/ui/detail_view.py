@@ -26,7 +26,7 @@ from galexplore.ui.state import ExplorerState
 #: Colormap of each known channel; velocities are diverging and centred on zero.
 CHANNEL_CMAPS = {"mom0": "inferno", "mom1": "RdBu_r", "mom2": "viridis", "env": "magma"}
 DIVERGING = {"mom1"}
-IMAGE_SIZE = 230
+IMAGE_SIZE = 200
 ARROW_LENGTH_PX = 26.0
 N_NEIGHBOURS = 8
 TRAVERSAL_STEPS = 7
@@ -115,7 +115,7 @@ class DetailView(pn.viewable.Viewer):
     def _layout(self) -> hv.Layout:
         bundle = self.state.bundle
         ds = bundle.dataset
-        opts = dict(width=IMAGE_SIZE, height=IMAGE_SIZE, colorbar=True, framewise=True, xaxis=None,
+        opts = dict(width=IMAGE_SIZE + 60, height=IMAGE_SIZE, colorbar=True, framewise=True, xaxis=None,
                     yaxis=None, toolbar=None, tools=["hover"], clipping_colors={"NaN": "#dddddd"})
         panels = []
         for name in ds.channels:
@@ -132,7 +132,7 @@ class DetailView(pn.viewable.Viewer):
                                                        clabel=f"{bundle.model.card.recipe} units", **opts)))
         saliency = hv.DynamicMap(self._saliency_panel, streams=self._stream())
         panels.append(saliency.opts(hv.opts.Image(title="saliency", **opts)))
-        return hv.Layout(panels).cols(4).opts(shared_axes=False)
+        return hv.Layout(panels).cols(3).opts(shared_axes=False)
 
     def _channel_panel(self, name: str, unit: str):
         def panel(clicked_row=None):

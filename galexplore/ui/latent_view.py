@@ -24,7 +24,7 @@ from galexplore.ui.state import ExplorerState
 
 #: Galaxies in view below which hover tooltips are attached.
 HOVER_LIMIT = 5000
-PLOT_WIDTH, PLOT_HEIGHT = 760, 640
+PLOT_WIDTH, PLOT_HEIGHT = 640, 560
 #: Columns shown in the hover tooltip when present.
 HOVER_COLUMNS = ("id", "kappa", "pa", "inc", "log_mstar", "pred_class", "pa_latent", "recon_mse")
 

@@ -159,14 +159,15 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
     latent = LatentView(state)
     selection = SelectionView(state, export_dir)
     detail = DetailView(state)
-    explore = pn.Row(pn.Column(latent, selection.count, sizing_mode="fixed"), detail, name="Explore")
-    tabs = pn.Tabs(explore, selection, StatsView(state), UploadView(state), dynamic=False)
+    explore = pn.Row(pn.Column(latent, selection.count), detail)
+    tabs = pn.Tabs(("Explore", explore), ("Selection", selection), ("Statistics", StatsView(state)),
+                   ("Your data", UploadView(state)), dynamic=True)
 
     template = pn.template.FastListTemplate(
         title=TITLE,
         sidebar=[pn.pane.Markdown("### Data"), SourcePicker(state, dataset, model),
                  pn.pane.Markdown("### Latent map"), LatentControls(state)],
-        main=[message_pane(state), tabs],
+        main=[pn.Column(message_pane(state), tabs, sizing_mode="stretch_width")],
         sidebar_width=320,
         theme_toggle=False,
     )

@@ -267,34 +267,36 @@ class ExplorerState(param.Parameterized):
 
     # ------------------------------------------------------------------ export
     def provenance(self) -> dict:
-        """Where the exported rows come from: dataset, model, projection, polygon, filters, time."""
+        """Where the exported rows come from (keys of `galexplore.export.PROVENANCE_KEYS` and more)."""
         b = self.bundle
-        record = {
-            "dataset": str(b.dataset.path) if b.dataset is not None else None,
+        xcol, ycol = self.axis_columns
+        return {
+            "dataset_path": str(b.dataset.path) if b.dataset is not None else None,
             "dataset_fingerprint": b.dataset.fingerprint if b.dataset is not None else None,
-            "model": b.model.name if b.model is not None else None,
+            "model_name": b.model.name if b.model is not None else None,
             "model_path": str(b.model.path) if b.model is not None else None,
             "model_hash": b.model.hash if b.model is not None else None,
-            "projection": self.projection,
-            "projection_columns": list(self.axis_columns),
-            "pca": (b.model.card.extras.get("pca") if b.model is not None else None),
-            "boundary_folded_r": b.boundary_r(),
-            "selection_mode": self.selection_mode,
+            "projection": {
+                "name": self.projection, "x": xcol, "y": ycol,
+                "pca": b.model.card.extras.get("pca") if b.model is not None else None,
+                "boundary_folded_r": b.boundary_r(),
+            },
             "lasso_polygon": None if self.polygon is None else self.polygon.tolist(),
             "filters": {k: list(v) for k, v in self.filters.items()},
+            "selection_history": self.history,
             "n_selected": int(self.selection.size),
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        return record
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Write the selection as CSV (with a provenance record next to it); returns the CSV path."""
+        """Write the selection as CSV with a provenance record beside it; returns the CSV path."""
         from galexplore.export import export_selection
 
         if self.selection.size == 0:
             raise SelectionError("nothing is selected; lasso or box-select galaxies before exporting")
         ids = self.table["id"].to_numpy()[self.selection]
-        return Path(export_selection(self.table, ids, path, provenance=self.provenance()))
+        csv_path, _ = export_selection(self.table, ids, path, provenance=self.provenance())
+        return Path(csv_path)
 
     # ------------------------------------------------------------------ messages
     def report(self, error: BaseException) -> None:
