@@ -5,6 +5,7 @@ arrows, nearest neighbours in latent space and a latent traversal."""
 from __future__ import annotations
 
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401 -- registers the Bokeh backend whose options are used here
 import numpy as np
 import panel as pn
 import param

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datashader as ds
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401 -- registers the Bokeh backend whose options are used here
 import numpy as np
 import pandas as pd
 import panel as pn
