@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=2, help="observations per galaxy (the paper used 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snr", type=float, default=None, help="S/N of eq. 2 (default: noiseless)")
-    p.add_argument("--disturbed-fraction", type=float, default=0.35,
+    p.add_argument("--disturbed-fraction", type=float, default=0.6,
                    help="mean fraction of galaxies with disturbed gas (sets the kappa imbalance)")
     p.add_argument("--environment-coupling", type=float, default=1.0,
                    help="how strongly dense environments raise the chance of disturbed gas (0 = none)")

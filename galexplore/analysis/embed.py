@@ -121,13 +121,15 @@ def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndar
     return table
 
 
-def cache_path(model: LoadedModel, dataset: Dataset) -> Path:
-    """Where the embedding of ``model`` on ``dataset`` is cached."""
+def cache_candidates(model: LoadedModel, dataset: Dataset) -> list[Path]:
+    """Where the embedding of ``model`` on ``dataset`` may be cached: beside the dataset, then the user cache."""
     name = f"{model.card.name}-{model.hash[:16]}-{dataset.fingerprint[:16]}.parquet"
-    beside = Path(dataset.path) / "embeddings"
-    if os.access(dataset.path, os.W_OK):
-        return beside / name
-    return data_dir() / "embeddings" / name
+    return [Path(dataset.path) / "embeddings" / name, data_dir() / "embeddings" / name]
+
+
+def cache_path(model: LoadedModel, dataset: Dataset) -> Path | None:
+    """The cached embedding file of ``model`` on ``dataset``, or None when there is none."""
+    return next((p for p in cache_candidates(model, dataset) if p.is_file()), None)
 
 
 def load_or_compute_embedding(model, dataset, *, device: str = "auto", batch_size: int = 256,
@@ -144,16 +146,20 @@ def load_or_compute_embedding(model, dataset, *, device: str = "auto", batch_siz
     """
     model = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
     dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    path = cache_path(model, dataset)
-    if path.is_file() and not force:
-        return pd.read_parquet(path)
+    cached = cache_path(model, dataset)
+    if cached is not None and not force:
+        return pd.read_parquet(cached)
     check_compatible(model.card, dataset)
     outputs = run_model(model.model, model.card, dataset, device=model.device,
                         batch_size=batch_size, progress_callback=progress_callback)
     table = embedding_table(model.card, dataset.catalog["id"].to_numpy(), outputs, umap=umap)
-    _write_atomically(table, path, {"model": model.card.name, "model_hash": model.hash,
-                                    "dataset": str(dataset.path), "dataset_fingerprint": dataset.fingerprint,
-                                    "created_unix": f"{time.time():.0f}"})
+    metadata = {"model": model.card.name, "model_hash": model.hash, "dataset": str(dataset.path),
+                "dataset_fingerprint": dataset.fingerprint, "created_unix": f"{time.time():.0f}"}
+    beside, user_cache = cache_candidates(model, dataset)
+    try:
+        _write_atomically(table, beside, metadata)
+    except OSError:  # a read-only dataset directory: cache in the user's directory instead
+        _write_atomically(table, user_cache, metadata)
     return table
 
 

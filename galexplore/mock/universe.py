@@ -54,12 +54,12 @@ class UniverseConfig:
     views: int = 2
     seed: int = 0
     snr: float | None = None
-    disturbed_fraction: float = 0.35
+    disturbed_fraction: float = 0.6
     environment_coupling: float = 1.0
     storage: str = "float32"
     box_mpc_h: float = 100.0
     n_particles: int = 5000
-    strength_range: tuple[float, float] = field(default=(0.2, 1.0))
+    strength_range: tuple[float, float] = field(default=(0.4, 1.0))
 
     def validate(self) -> None:
         """Raise ParameterError for values that cannot make a universe."""

@@ -468,49 +468,71 @@ def _fit(model: nn.Module, problem: _Problem, config: TrainConfig, device: torch
 # ----------------------------------------------------------------------------- the card
 
 @torch.no_grad()
-def _test_outputs(model: nn.Module, problem: _Problem) -> dict[str, np.ndarray]:
+def _outputs(model: nn.Module, problem: _Problem, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Latents (and predictions, for regressors) of the rows ``index`` of the problem's inputs."""
     model.eval()
     latents, predictions = [], []
-    for part in _batches(len(problem.test_index), EVAL_BATCH):
-        x = problem.inputs[problem.test_index[part]]
-        latents.append(model.encode(x).numpy())
-        if problem.outputs:
-            predictions.append(torch.stack([v for v in model.predict(x).values()], dim=1).numpy())
+    with torch.inference_mode():
+        for part in _batches(len(index), EVAL_BATCH):
+            x = problem.inputs[index[part]]
+            latents.append(model.encode(x).numpy())
+            if problem.outputs:
+                predictions.append(torch.stack([v for v in model.predict(x).values()], dim=1).numpy())
     result = {"latent": np.concatenate(latents)}
     if predictions:
         result["prediction"] = np.concatenate(predictions)
     return result
 
 
-def _autoencoder_extras(problem: _Problem, dataset: Any, latent: np.ndarray) -> dict[str, Any]:
-    """PCA of the test-set latents and, for 3-D latents with both kappa classes, the
-    vertical TP = TN boundary in the folded plane (Dawson et al. 2020, sec. 2.6)."""
-    from galexplore.analysis.projections import PCAProjection, fold
+def _autoencoder_extras(problem: _Problem, dataset: Any, train_latent: np.ndarray,
+                        test_latent: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Dawson et al. (2020) post-processing of a CAE's latents, as in secs 2.6 and 3.5.
 
-    if len(latent) <= latent.shape[1]:
-        return {}
-    pca = PCAProjection().fit(latent)
+    Fitted on the training set: the PCA rotation, the vertical TP = TN boundary in the
+    folded plane and the latent-angle to PA calibration. Measured on the test set: the
+    confusion matrix, the mean recall and the PA residual scatter.
+
+    Returns
+    -------
+    (extras for the model card, test metrics)
+    """
+    from galexplore.analysis.boundaries import VerticalBoundary
+    from galexplore.analysis.position_angle import PositionAngleCalibration, latent_angle
+    from galexplore.analysis.projections import PCAProjection, fold
+    from galexplore.analysis.stats import confusion_matrix, mean_recall
+
+    if len(train_latent) <= train_latent.shape[1]:
+        return {}, {}
+    pca = PCAProjection().fit(train_latent)
     extras: dict[str, Any] = {"pca": {"mean": pca.mean_.tolist(), "components": pca.components_.tolist(),
-                                      "fitted_on": "test-set latents"}}
+                                      "fitted_on": "training-set latents"}}
     catalog = dataset.catalog
-    if latent.shape[1] != 3 or "kappa" not in catalog.columns:
-        return extras
-    try:
-        from galexplore.analysis.boundaries import VerticalBoundary
-    except ModuleNotFoundError as err:
-        if err.name != "galexplore.analysis.boundaries":
-            raise
-        return extras
-    kappa = np.asarray(catalog["kappa"], dtype=float)[problem.rows[problem.test_index]]
-    finite = np.isfinite(kappa)
-    high = kappa[finite] > KAPPA_THRESHOLD
-    if high.all() or not high.any():
-        return extras
-    r, _ = fold(pca.transform(latent)[finite])
-    boundary = VerticalBoundary(kappa_threshold=KAPPA_THRESHOLD).fit(r, kappa[finite])
-    extras["boundary"] = {"folded_r": float(boundary.position_), "kappa_threshold": KAPPA_THRESHOLD,
-                          "uncertainty": float(boundary.uncertainty_), "fitted_on": "test set"}
-    return extras
+    if train_latent.shape[1] != 3 or "kappa" not in catalog.columns:
+        return extras, {}
+    rows_train = problem.rows[problem.train_index]
+    rows_test = problem.rows[problem.test_index]
+    kappa = np.asarray(catalog["kappa"], dtype=float)
+    r_train, _ = fold(pca.transform(train_latent))
+    r_test, _ = fold(pca.transform(test_latent))
+    metrics: dict[str, Any] = {}
+    high = kappa[rows_train] > KAPPA_THRESHOLD
+    if high.any() and not high.all():
+        boundary = VerticalBoundary(kappa_threshold=KAPPA_THRESHOLD).fit(r_train, kappa[rows_train])
+        extras["boundary"] = {"folded_r": float(boundary.position_), "kappa_threshold": KAPPA_THRESHOLD,
+                              "uncertainty": float(boundary.uncertainty_), "fitted_on": "training set"}
+        truth = (kappa[rows_test] > KAPPA_THRESHOLD).astype(int)
+        predicted = boundary.predict(r_test).astype(int)
+        metrics["confusion_matrix"] = np.asarray(
+            confusion_matrix(truth, predicted, normalize=True, labels=[0, 1])).tolist()
+        metrics["mean_recall"] = float(mean_recall(truth, predicted))
+    if "pa" in catalog.columns:
+        calibration = PositionAngleCalibration().fit(latent_angle(pca.transform(train_latent)),
+                                                     np.asarray(catalog["pa"], dtype=float)[rows_train])
+        extras["pa_calibration"] = calibration.to_dict()
+        residual = calibration.residuals(calibration.transform(latent_angle(pca.transform(test_latent))),
+                                         np.asarray(catalog["pa"], dtype=float)[rows_test])
+        metrics["pa_residual_sigma_deg"] = float(np.std(residual, ddof=1))
+    return extras, metrics
 
 
 def _regression_metrics(problem: _Problem, dataset: Any, prediction: np.ndarray) -> dict[str, Any]:
@@ -537,7 +559,7 @@ def _json_number(value: Any) -> Any:
 def _model_card(config: TrainConfig, dataset: Any, out_dir: Path, problem: _Problem, model: nn.Module,
                 history: list[dict], stopped: bool, device: torch.device) -> ModelCard:
     model.cpu()
-    test = _test_outputs(model, problem)
+    test = _outputs(model, problem, problem.test_index)
     extras = dict(problem.extras)
     metrics: dict[str, Any] = {
         "loss": {"vae": "poisson_nll + kl per map (nats)", "regressor": "mse of standardised targets"}.get(
@@ -550,7 +572,10 @@ def _model_card(config: TrainConfig, dataset: Any, out_dir: Path, problem: _Prob
                     for h in history],
     }
     if config.kind in ("cae", "cae-free"):
-        extras.update(_autoencoder_extras(problem, dataset, test["latent"]))
+        train = _outputs(model, problem, problem.train_index)
+        card_extras, test_metrics = _autoencoder_extras(problem, dataset, train["latent"], test["latent"])
+        extras.update(card_extras)
+        metrics["test"] = test_metrics
     elif config.kind == "vae":
         info = model.latent_informativeness(problem.inputs[problem.test_index])
         extras["latent_informativeness"] = info.tolist()

@@ -167,7 +167,7 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
         title=TITLE,
         sidebar=[pn.pane.Markdown("### Data"), SourcePicker(state, dataset, model),
                  pn.pane.Markdown("### Latent map"), LatentControls(state)],
-        main=[pn.Column(message_pane(state), tabs, sizing_mode="stretch_width")],
+        main=[pn.Column(message_pane(state), tabs)],
         sidebar_width=320,
         theme_toggle=False,
     )
