@@ -45,14 +45,22 @@ def test_fixture_discs_recede_along_their_position_angle():
         assert mom1[row, col] > 50.0
 
 
-def test_pa_arrow_points_east_for_90_degrees():
-    from galexplore.ui.detail_view import ARROW_LENGTH_PX, pa_arrow
+def test_pa_arrows_point_north_and_east():
+    from galexplore.ui.detail_view import ARROW_LENGTH_PX, pa_arrow_end
 
-    segments = pa_arrow(90.0, "black", "true").get(0)
-    x0, y0, x1, y1 = segments.array()[0]
-    assert (x0, y0) == (31.5, 31.5)
-    # east is to the left (columns increase westwards)
-    assert x1 == pytest.approx(31.5 - ARROW_LENGTH_PX) and y1 == pytest.approx(31.5)
+    assert pa_arrow_end(0.0) == pytest.approx((31.5, 31.5 + ARROW_LENGTH_PX))  # north is up
+    assert pa_arrow_end(90.0) == pytest.approx((31.5 - ARROW_LENGTH_PX, 31.5))  # east is left
+
+
+def test_detail_figure_renders(bundle):
+    from PIL import Image
+
+    from galexplore.ui.detail_view import detail_figure_png
+
+    detail = galaxy_detail(bundle, 4)
+    png = detail_figure_png(detail, galaxy_saliency(bundle, 4, "vanilla", "latent_0"), "latent_0", "dawson2020")
+    pixels = np.asarray(Image.open(__import__("io").BytesIO(png)).convert("L"))
+    assert pixels.shape[1] > 600 and pixels.std() > 20
 
 
 def test_traversal_passes_through_the_reconstruction(bundle):
@@ -111,3 +119,19 @@ def test_boundary_figure_confusion_matrix_by_hand():
     assert cells[("kappa < 0.5", "kappa < 0.5")] == 1.0
     assert cells[("kappa > 0.5", "kappa > 0.5")] == 0.75
     assert cells[("kappa < 0.5", "kappa > 0.5")] == 0.25
+
+
+def test_statistics_tab_renders_every_figure(bundle, tmp_path):
+    import holoviews as hv
+    import panel as pn
+
+    from galexplore.ui.state import ExplorerState
+    from galexplore.ui.stats_view import StatsView
+
+    state = ExplorerState(bundle, selections_dir=tmp_path)
+    view = StatsView(state)
+    view._compute()
+    figures = [o.object for o in view.output.objects if isinstance(o, pn.pane.HoloViews)]
+    assert len(figures) == 3  # boundary (Figs 7-8), PA (Figs 10-11), latent-property heatmaps
+    for figure in figures:
+        hv.render(figure, backend="bokeh")

@@ -4,8 +4,6 @@ arrows, nearest neighbours in latent space and a latent traversal."""
 
 from __future__ import annotations
 
-import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401 -- registers the Bokeh backend whose options are used here
 import numpy as np
 import panel as pn
 import param
@@ -27,32 +25,86 @@ from galexplore.ui.state import ExplorerState
 #: Colormap of each known channel; velocities are diverging and centred on zero.
 CHANNEL_CMAPS = {"mom0": "inferno", "mom1": "RdBu_r", "mom2": "viridis", "env": "magma"}
 DIVERGING = {"mom1"}
-IMAGE_SIZE = 200
 ARROW_LENGTH_PX = 26.0
 N_NEIGHBOURS = 8
 TRAVERSAL_STEPS = 7
 
 
-def map_image(image: np.ndarray, name: str, unit: str) -> hv.Image:
-    """A 64 x 64 map as an `hv.Image` in pixel coordinates, row 0 (south) at the bottom."""
-    return hv.Image(np.flipud(np.asarray(image, dtype=np.float64)), bounds=(-0.5, -0.5, 63.5, 63.5),
-                    kdims=["column", "row"], vdims=[hv.Dimension(name, unit=unit or None)])
+def _show(ax, image: np.ndarray, cmap: str, title: str, label: str, symmetric: bool = False,
+          limits: tuple[float, float] | None = None) -> None:
+    """Draw one 64 x 64 map with origin="lower" (north up, east left) and a labelled colourbar."""
+    finite = image[np.isfinite(image)]
+    if limits is None and finite.size:
+        if symmetric:
+            bound = float(np.max(np.abs(finite))) or 1.0
+            limits = (-bound, bound)
+        else:
+            limits = (float(finite.min()), float(finite.max()))
+    artist = ax.imshow(image, origin="lower", cmap=cmap, interpolation="nearest",
+                       vmin=None if limits is None else limits[0], vmax=None if limits is None else limits[1])
+    ax.set_facecolor("#dddddd")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    colourbar = ax.figure.colorbar(artist, ax=ax, fraction=0.046, pad=0.03)
+    colourbar.set_label(label, fontsize=7)
+    colourbar.ax.tick_params(labelsize=6)
 
 
-def pa_arrow(pa_deg: float | None, colour: str, label: str) -> hv.Overlay:
-    """An arrow from the map centre along a position angle (east of north, receding side).
+def pa_arrow_end(pa_deg: float) -> tuple[float, float]:
+    """Pixel (column, row) at which an arrow from the map centre along ``pa_deg`` ends.
 
-    A unit vector at PA theta points along (d_col, d_row) = (-sin theta, cos theta).
+    A unit vector at PA theta (east of north) points along (d_col, d_row) = (-sin theta, cos theta).
     """
-    if pa_deg is None or not np.isfinite(pa_deg):
-        return hv.Segments([], kdims=["x0", "y0", "x1", "y1"]) * hv.Text(0, 0, "")
     theta = np.radians(pa_deg)
-    x1 = 31.5 - ARROW_LENGTH_PX * np.sin(theta)
-    y1 = 31.5 + ARROW_LENGTH_PX * np.cos(theta)
-    segment = hv.Segments([(31.5, 31.5, x1, y1)], kdims=["x0", "y0", "x1", "y1"]).opts(
-        color=colour, line_width=3)
-    text = hv.Text(x1, y1, f"{label} {pa_deg:.0f}°").opts(text_color=colour, text_font_size="9pt")
-    return segment * text
+    return 31.5 - ARROW_LENGTH_PX * np.sin(theta), 31.5 + ARROW_LENGTH_PX * np.cos(theta)
+
+
+def detail_figure_png(detail: GalaxyDetail, saliency: np.ndarray | None, target: str | None,
+                      recipe: str) -> bytes:
+    """One PNG with every input channel (units on the colourbars; velocities diverging around
+    0 with the true and latent PA arrows), the model input, reconstruction, residual and the
+    saliency map over the input."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    panels = len(detail.maps) + (3 if detail.reconstruction is not None else 1) + (saliency is not None)
+    cols = 4
+    rows = int(np.ceil(panels / cols))
+    figure = Figure(figsize=(cols * 2.3, rows * 2.0), dpi=90, layout="constrained")
+    axes = list(figure.subplots(rows, cols).ravel())
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    k = 0
+    for name, image in detail.maps.items():
+        unit = detail.units.get(name, "")
+        _show(axes[k], image, CHANNEL_CMAPS.get(name, "viridis"), name, f"{name} [{unit}]" if unit else name,
+              symmetric=name in DIVERGING)
+        if name == "mom1":
+            for pa, colour, label in ((detail.pa_true, "black", "true"), (detail.pa_latent, "#00a000", "latent")):
+                if pa is not None and np.isfinite(pa):
+                    x1, y1 = pa_arrow_end(pa)
+                    axes[k].annotate("", xy=(x1, y1), xytext=(31.5, 31.5),
+                                     arrowprops=dict(arrowstyle="-|>", color=colour, lw=2))
+                    axes[k].text(x1, y1, f"{label} {pa:.0f}°", color=colour, fontsize=7)
+        k += 1
+    channel = detail.model_channels[0]
+    _show(axes[k], detail.model_input[0], "RdBu_r", f"model input ({channel})", f"{recipe} units", True)
+    k += 1
+    if detail.reconstruction is not None:
+        _show(axes[k], detail.reconstruction[0], "RdBu_r", "reconstruction", f"{recipe} units", True)
+        _show(axes[k + 1], detail.residual[0], "RdBu_r", "residual (input - recon.)", f"{recipe} units", True)
+        k += 2
+    if saliency is not None:
+        strength = np.abs(saliency).sum(axis=0)
+        axes[k].imshow(detail.model_input[0], origin="lower", cmap="gray", interpolation="nearest")
+        _show(axes[k], np.where(strength > 0, strength, np.nan), "inferno",
+              f"saliency of {target}", "|gradient| (abs. sum)")
+        axes[k].images[-1].set_alpha(0.7)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 class DetailView(pn.viewable.Viewer):
@@ -67,11 +119,11 @@ class DetailView(pn.viewable.Viewer):
         self.state = state
         self._cache: tuple[int, int, GalaxyDetail] | None = None
         self.header = pn.pane.Markdown("Click a galaxy in the latent map to see it here.")
-        self.images = pn.pane.HoloViews(None, css_classes=["detail-images"], name="detail-images")
+        self.images = pn.pane.PNG(None, css_classes=["detail-images"], width=830, height=365)
         self.facts = pn.pane.Markdown("", width=360)
         self._neighbour_ids: list[int | None] = [None] * N_NEIGHBOURS
         self._neighbour_images = [pn.pane.PNG(None, width=128, height=128) for _ in range(N_NEIGHBOURS)]
-        self._neighbour_buttons = [pn.widgets.Button(name="", width=128, button_type="light")
+        self._neighbour_buttons = [pn.widgets.Button(label="", width=128, button_type="light")
                                    for _ in range(N_NEIGHBOURS)]
         for slot, button in enumerate(self._neighbour_buttons):
             button.on_click(guarded(state, lambda event, slot=slot: self._show_neighbour(slot)))
@@ -85,6 +137,7 @@ class DetailView(pn.viewable.Viewer):
         state.param.watch(self._on_bundle, "bundle_version")
         state.param.watch(guarded(state, self._on_click), "clicked_row")
         self.param.watch(guarded(state, self._on_traversal), "traversal_axis")
+        self.param.watch(guarded(state, self._render_images), ["saliency_method", "saliency_target"])
         self._on_bundle()
 
     # ---------------------------------------------------------------- data
@@ -106,67 +159,18 @@ class DetailView(pn.viewable.Viewer):
         self.saliency_target = targets[0] if targets else None
         self.param.traversal_axis.bounds = (0, max(len(latent_columns(bundle.table)) - 1, 0))
         self._cache = None
-        self.images.object = self._layout()
         self._on_click()
 
-    def _stream(self) -> list:
-        return [hv.streams.Params(self.state, ["clicked_row"]),
-                hv.streams.Params(self, ["saliency_method", "saliency_target"])]
-
-    def _layout(self) -> hv.Layout:
-        bundle = self.state.bundle
-        ds = bundle.dataset
-        opts = dict(width=IMAGE_SIZE + 60, height=IMAGE_SIZE, colorbar=True, framewise=True, xaxis=None,
-                    yaxis=None, toolbar=None, tools=["hover"], clipping_colors={"NaN": "#dddddd"})
-        panels = []
-        for name in ds.channels:
-            unit = ds.units.get(name, "")
-            panel = hv.DynamicMap(self._channel_panel(name, unit), streams=[hv.streams.Params(self.state, ["clicked_row"])])
-            panels.append(panel.opts(hv.opts.Image(cmap=CHANNEL_CMAPS.get(name, "viridis"),
-                                                   symmetric=name in DIVERGING, clabel=f"{name} [{unit}]",
-                                                   title=name, **opts)))
-        if hasattr(bundle.model.model, "reconstruct"):
-            for kind, cmap, sym in (("input", "RdBu_r", True), ("reconstruction", "RdBu_r", True),
-                                    ("residual", "RdBu_r", True)):
-                panel = hv.DynamicMap(self._model_panel(kind), streams=[hv.streams.Params(self.state, ["clicked_row"])])
-                panels.append(panel.opts(hv.opts.Image(cmap=cmap, symmetric=sym, title=f"model {kind}",
-                                                       clabel=f"{bundle.model.card.recipe} units", **opts)))
-        saliency = hv.DynamicMap(self._saliency_panel, streams=self._stream())
-        panels.append(saliency.opts(hv.opts.Image(title="saliency", **opts)))
-        return hv.Layout(panels).cols(3).opts(shared_axes=False)
-
-    def _channel_panel(self, name: str, unit: str):
-        def panel(clicked_row=None):
-            detail = self.detail()
-            image = detail.maps[name] if detail is not None else np.full((64, 64), np.nan)
-            element = map_image(image, name, unit)
-            if name != "mom1":
-                return element * pa_arrow(None, "black", "") * pa_arrow(None, "black", "")
-            true_pa = detail.pa_true if detail is not None else None
-            latent_pa = detail.pa_latent if detail is not None else None
-            return element * pa_arrow(true_pa, "black", "true") * pa_arrow(latent_pa, "#00a000", "latent")
-        return panel
-
-    def _model_panel(self, kind: str):
-        def panel(clicked_row=None):
-            detail = self.detail()
-            if detail is None or detail.reconstruction is None:
-                return map_image(np.full((64, 64), np.nan), kind, "")
-            image = {"input": detail.model_input, "reconstruction": detail.reconstruction,
-                     "residual": detail.residual}[kind][0]
-            return map_image(image, f"{kind} ({detail.model_channels[0]})", "")
-        return panel
-
-    def _saliency_panel(self, clicked_row=None, saliency_method=None, saliency_target=None):
+    def _render_images(self, *events) -> None:
         detail = self.detail()
-        if detail is None or saliency_target is None:
-            return map_image(np.full((64, 64), np.nan), "input", "") * \
-                map_image(np.full((64, 64), np.nan), "saliency", "").opts(alpha=0.0)
-        values = galaxy_saliency(self.state.bundle, detail.row, saliency_method, saliency_target)
-        strength = np.abs(values).sum(axis=0)
-        base = map_image(detail.model_input[0], "input", "").opts(cmap="gray", colorbar=False, tools=[])
-        overlay = map_image(np.where(strength > 0, strength, np.nan), f"|d {saliency_target} / d pixel|", "")
-        return base * overlay.opts(cmap="fire", alpha=0.75, colorbar=True, clipping_colors={"NaN": "transparent"})
+        if detail is None:
+            self.images.object = None
+            return
+        saliency = None
+        if self.saliency_target is not None:
+            saliency = galaxy_saliency(self.state.bundle, detail.row, self.saliency_method, self.saliency_target)
+        self.images.object = detail_figure_png(detail, saliency, self.saliency_target,
+                                               self.state.bundle.model.card.recipe)
 
     # ---------------------------------------------------------------- updates
     def _on_click(self, *events) -> None:
@@ -174,11 +178,13 @@ class DetailView(pn.viewable.Viewer):
         if detail is None:
             self.header.object = "Click a galaxy in the latent map to see it here."
             self.facts.object = ""
+            self.images.object = None
             for card in self.neighbours:
                 card.visible = False
             self.traversal.visible = False
             return
         self.header.object = f"### Galaxy id {detail.galaxy_id} (row {detail.row})"
+        self._render_images()
         self.facts.object = self._facts_markdown(detail)
         for slot, card in enumerate(self.neighbours):
             if slot < len(detail.neighbours):
@@ -234,13 +240,13 @@ class DetailView(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Column(
             self.header,
-            pn.Row(pn.widgets.Select.from_param(self.param.saliency_method, name="Saliency method", width=200),
-                   pn.widgets.Select.from_param(self.param.saliency_target, name="Saliency target", width=200)),
+            pn.Row(pn.widgets.Select.from_param(self.param.saliency_method, label="Saliency method", width=200),
+                   pn.widgets.Select.from_param(self.param.saliency_target, label="Saliency target", width=200)),
             self.images,
             pn.Row(self.facts, pn.Column(pn.pane.Markdown("**Nearest neighbours in latent space** (click to show)"),
                                          self.neighbours, width=620)),
             pn.pane.Markdown("**Latent traversal**"),
-            pn.widgets.IntInput.from_param(self.param.traversal_axis, name="Latent axis", width=120),
+            pn.widgets.IntInput.from_param(self.param.traversal_axis, label="Latent axis", width=120),
             self.traversal_note, self.traversal,
             name="Detail", css_classes=["detail-view"],
         )

@@ -205,12 +205,12 @@ class LatentControls(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, **params):
         super().__init__(**params)
         self.state = state
-        self.filter_column = pn.widgets.Select(name="Filter on column", options=[])
-        self.filter_slider = pn.widgets.RangeSlider(name="Range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01)
-        self.add_filter = pn.widgets.Button(name="Apply filter", button_type="primary")
-        self.clear_filters = pn.widgets.Button(name="Clear filters")
-        self.range_auto = pn.widgets.Checkbox(name="Natural colour range", value=True)
-        self.range_slider = pn.widgets.RangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0),
+        self.filter_column = pn.widgets.Select(label="Filter on column", options=[])
+        self.filter_slider = pn.widgets.RangeSlider(label="Range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01)
+        self.add_filter = pn.widgets.Button(label="Apply filter", button_type="primary")
+        self.clear_filters = pn.widgets.Button(label="Clear filters")
+        self.range_auto = pn.widgets.Checkbox(label="Natural colour range", value=True)
+        self.range_slider = pn.widgets.RangeSlider(label="Colour range", start=0.0, end=1.0, value=(0.0, 1.0),
                                                    step=0.01, disabled=True)
         self.filter_column.param.watch(guarded(state, self._on_filter_column), "value")
         self.add_filter.on_click(guarded(state, self._on_add_filter))
@@ -267,13 +267,13 @@ class LatentControls(pn.viewable.Viewer):
     def __panel__(self):
         s = self.state
         return pn.Column(
-            pn.widgets.Select.from_param(s.param.projection, name="Projection"),
-            pn.widgets.Select.from_param(s.param.color_by, name="Colour by"),
-            pn.widgets.Select.from_param(s.param.colormap, name="Colormap"),
+            pn.widgets.Select.from_param(s.param.projection, label="Projection"),
+            pn.widgets.Select.from_param(s.param.color_by, label="Colour by"),
+            pn.widgets.Select.from_param(s.param.colormap, label="Colormap"),
             self.range_auto, self.range_slider,
             pn.layout.Divider(),
             self.filter_column, self.filter_slider, pn.Row(self.add_filter, self.clear_filters),
             pn.pane.Markdown(pn.bind(self._filters_text, s.param.filters, s.param.bundle_version)),
             pn.layout.Divider(),
-            pn.widgets.RadioButtonGroup.from_param(s.param.selection_mode, name="Selection mode"),
+            pn.widgets.RadioButtonGroup.from_param(s.param.selection_mode, label="Selection mode"),
         )

@@ -88,11 +88,11 @@ class SourcePicker(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, dataset: Path, model: str, **params):
         super().__init__(**params)
         self.state = state
-        self.dataset = pn.widgets.TextInput(name="Dataset directory", value=str(dataset))
-        self.model = pn.widgets.Select(name="Model", options=known_models(model), value=model)
-        self.model_path = pn.widgets.TextInput(name="...or checkpoint directory", placeholder="/path/to/checkpoint")
-        self.button = pn.widgets.Button(name="Open", button_type="primary")
-        self.progress = pn.indicators.Progress(name="embedding", value=0, max=100, visible=False,
+        self.dataset = pn.widgets.TextInput(label="Dataset directory", value=str(dataset))
+        self.model = pn.widgets.Select(label="Model", options=known_models(model), value=model)
+        self.model_path = pn.widgets.TextInput(label="...or checkpoint directory", placeholder="/path/to/checkpoint")
+        self.button = pn.widgets.Button(label="Open", button_type="primary")
+        self.progress = pn.indicators.Progress(label="embedding", value=0, max=100, visible=False,
                                                sizing_mode="stretch_width")
         self.button.on_click(self._on_open)
 

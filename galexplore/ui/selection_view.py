@@ -60,18 +60,18 @@ class SelectionView(pn.viewable.Viewer):
         self._gallery_ids: list[int | None] = [None] * GALLERY_SIZE
         self._gallery_images = [pn.pane.PNG(None, width=110, height=110) for _ in range(GALLERY_SIZE)]
         self._gallery_labels = [pn.pane.Markdown("", margin=(0, 4)) for _ in range(GALLERY_SIZE)]
-        self._gallery_buttons = [pn.widgets.Button(name="", width=110, button_type="light") for _ in range(GALLERY_SIZE)]
+        self._gallery_buttons = [pn.widgets.Button(label="", width=110, button_type="light") for _ in range(GALLERY_SIZE)]
         for slot, button in enumerate(self._gallery_buttons):
             button.on_click(guarded(state, lambda event, slot=slot: self._show(slot)))
         self.gallery_note = pn.pane.Markdown("")
         self.gallery = pn.FlexBox(*[pn.Column(image, label, button, width=118, visible=False) for image, label, button
                                     in zip(self._gallery_images, self._gallery_labels, self._gallery_buttons)])
         self.histogram = pn.pane.HoloViews(None)
-        self.name_input = pn.widgets.TextInput(name="Name", placeholder="e.g. high-kappa edge")
-        self.save_button = pn.widgets.Button(name="Save selection", button_type="primary")
-        self.saved = pn.widgets.Select(name="Saved selections", options=[])
-        self.load_button = pn.widgets.Button(name="Load (combine by mode)")
-        self.clear_button = pn.widgets.Button(name="Clear selection")
+        self.name_input = pn.widgets.TextInput(label="Name", placeholder="e.g. high-kappa edge")
+        self.save_button = pn.widgets.Button(label="Save selection", button_type="primary")
+        self.saved = pn.widgets.Select(label="Saved selections", options=[])
+        self.load_button = pn.widgets.Button(label="Load (combine by mode)")
+        self.clear_button = pn.widgets.Button(label="Clear selection")
         self.download = pn.widgets.FileDownload(callback=guarded(state, self._export), filename="selection.csv",
                                                 label="Export selection as CSV", button_type="success",
                                                 css_classes=["export-button"])
@@ -167,12 +167,12 @@ class SelectionView(pn.viewable.Viewer):
         return pn.Column(
             self.count,
             pn.Row(self.download, self.clear_button),
-            pn.Row(pn.widgets.Select.from_param(self.param.histogram_column, name="Histogram of", width=220)),
+            pn.Row(pn.widgets.Select.from_param(self.param.histogram_column, label="Histogram of", width=220)),
             self.histogram,
             pn.Row(self.name_input, self.save_button), pn.Row(self.saved, self.load_button),
             pn.layout.Divider(),
-            pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, name="Gallery sorted by", width=200),
-                   pn.widgets.Checkbox.from_param(self.param.gallery_descending, name="descending")),
+            pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, label="Gallery sorted by", width=200),
+                   pn.widgets.Checkbox.from_param(self.param.gallery_descending, label="descending")),
             self.gallery_note, self.gallery,
             pn.layout.Divider(),
             self.table,

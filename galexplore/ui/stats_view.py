@@ -61,7 +61,7 @@ def boundary_figures(r: np.ndarray, kappa: np.ndarray, position: float | None) -
 
 def pa_figures(pa_true: np.ndarray, pa_latent: np.ndarray, inc: np.ndarray | None) -> hv.Layout:
     """Fig. 10 (latent against true PA with the 1:1 line) and Fig. 11 (PA error against inclination)."""
-    scatter = hv.HexTiles((pa_true, pa_latent), "true PA [deg]", "latent PA [deg]").opts(
+    scatter = hv.HexTiles((pa_true, pa_latent), ["true PA [deg]", "latent PA [deg]"]).opts(
         cmap="fire", gridsize=36, tools=["hover"], colorbar=True, title="Latent vs true position angle", **FIGURE)
     one_to_one = hv.Curve([(0, 0), (360, 360)]).opts(color="red", line_dash="dashed")
     panels = [scatter * one_to_one]
@@ -123,7 +123,7 @@ class StatsView(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, **params):
         super().__init__(**params)
         self.state = state
-        self.button = pn.widgets.Button(name="Compute figures", button_type="primary")
+        self.button = pn.widgets.Button(label="Compute figures", button_type="primary")
         self.button.on_click(guarded(state, self._compute))
         self.output = pn.Column(pn.pane.Markdown("Press **Compute figures** to draw the papers' figures."))
 

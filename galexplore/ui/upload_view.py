@@ -18,10 +18,10 @@ class UploadView(pn.viewable.Viewer):
         self.state = state
         self.file_input = pn.widgets.FileInput(accept=".fits,.fit,.fts,.gz", multiple=True,
                                                css_classes=["fits-upload"], name="FITS velocity maps")
-        self.directory = pn.widgets.TextInput(name="...or a directory of FITS files (under a configured path)",
+        self.directory = pn.widgets.TextInput(label="...or a directory of FITS files (under a configured path)",
                                               placeholder="/path/to/fits")
-        self.directory_button = pn.widgets.Button(name="Encode directory", button_type="primary")
-        self.clear_button = pn.widgets.Button(name="Remove markers")
+        self.directory_button = pn.widgets.Button(label="Encode directory", button_type="primary")
+        self.clear_button = pn.widgets.Button(label="Remove markers")
         self.table = pn.widgets.Tabulator(disabled=True, show_index=False, sizing_mode="stretch_width",
                                           height=300, css_classes=["marker-table"])
         self.file_input.param.watch(guarded(state, self._on_upload), "value")
