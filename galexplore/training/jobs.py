@@ -28,11 +28,22 @@ TMP_PREFIX = ".training-"
 _CHECKPOINT = "checkpoint"
 
 
+def cpu_threads(config: TrainConfig) -> int:
+    """Torch CPU threads of a background run: ``config.num_threads``, else every core but one
+    (at least one), so that the app's server process keeps a core while a job trains."""
+    return config.num_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
 def _run_in_child(config: TrainConfig, dataset_path: str, out_dir: str, events: Any, stop_event: Any) -> None:
     """Body of the training process: report every outcome through ``events``."""
+    import torch
+
+    from galexplore.models.device import resolve_device
     from galexplore.training.loops import train
 
     try:
+        if resolve_device(config.device).type == "cpu":
+            torch.set_num_threads(cpu_threads(config))
         path = train(config, dataset_path, out_dir, callback=lambda event: events.put(("progress", event)),
                      stop_event=stop_event)
         events.put(("finished", str(path)))

@@ -83,6 +83,14 @@ class TrainConfig:
         Epochs between halvings of the learning rate.
     name : str or None
         Model name for the card; default the output directory's name.
+    rows : list of int or None
+        Dataset rows to train on (e.g. the explorer's selection); None: every row.
+    init_from : str or None
+        Checkpoint directory whose weights start the run (fine-tuning); it must have the
+        architecture and hyperparameters of this run. None: fresh weights from ``seed``.
+    num_threads : int or None
+        CPU threads of a background run (`TrainingJob`); None: every core but one, so the
+        app's server keeps a core. Foreground `train` leaves the caller's setting alone.
     """
 
     kind: str
@@ -99,6 +107,9 @@ class TrainConfig:
     test_fraction: float = 0.2
     lr_halving_epochs: int = 30
     name: str | None = None
+    rows: list[int] | None = None
+    init_from: str | None = None
+    num_threads: int | None = None
 
     def validate(self) -> None:
         """Raise `ParameterError` naming the first field that is out of range."""
@@ -122,6 +133,12 @@ class TrainConfig:
             raise ParameterError(f"targets and noisy_labels apply to regressors only, not to kind {self.kind!r}")
         if self.kind in ("cae", "cae-free", "vae") and len(self.channels) > 1:
             raise ParameterError(f"kind {self.kind!r} takes one input channel, got {self.channels}")
+        if self.rows is not None and len(self.rows) < 4:
+            raise ParameterError(f"training on a subset needs at least 4 rows, got {len(self.rows)}; "
+                                 "select more galaxies or train on the whole dataset")
+        if self.num_threads is not None and (not isinstance(self.num_threads, (int, np.integer))
+                                             or self.num_threads < 1):
+            raise ParameterError(f"num_threads must be a positive integer, got {self.num_threads!r}")
 
 
 @dataclass
@@ -190,6 +207,8 @@ def train(config: TrainConfig, dataset: Any, out_dir: str | os.PathLike,
         problem = _prepare(config, dataset)
         model = build_model(problem.architecture, **problem.hyperparameters)
         problem.configure(model)
+        if config.init_from is not None:
+            _load_initial_weights(model, problem, config.init_from)
         model.to(device)
         history, best_state, stopped = _fit(model, problem, config, device, callback, stop_event)
     model.load_state_dict(best_state)
@@ -225,6 +244,19 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
+def _load_initial_weights(model: nn.Module, problem: _Problem, checkpoint: str) -> None:
+    """Start from the weights of ``checkpoint`` (fine-tuning), which must match the run's model."""
+    from galexplore.models.checkpoint import load_checkpoint
+
+    initial, card = load_checkpoint(checkpoint)
+    if card.architecture != problem.architecture or card.hyperparameters != problem.hyperparameters:
+        raise ParameterError(
+            f"cannot fine-tune from {checkpoint}: it is {card.architecture} {card.hyperparameters}, this run "
+            f"trains {problem.architecture} {problem.hyperparameters}; pick a checkpoint of the same kind "
+            "or train from scratch")
+    model.load_state_dict(initial.state_dict())
+
+
 # ----------------------------------------------------------------------------- preparation
 
 def _prepare(config: TrainConfig, dataset: Any) -> _Problem:
@@ -254,6 +286,17 @@ def _load_inputs(dataset: Any, channels: list[str], recipe_name: str, rows: np.n
     return torch.from_numpy(np.concatenate(parts))
 
 
+def _rows(config: TrainConfig, n: int) -> np.ndarray:
+    """Dataset rows of the run: ``config.rows`` (sorted, unique) or all ``n``."""
+    if config.rows is None:
+        return np.arange(n)
+    rows = np.unique(np.asarray(config.rows, dtype=np.int64))
+    if rows[0] < 0 or rows[-1] >= n:
+        raise ParameterError(f"training rows must lie in [0, {n}) for this dataset of {n} maps; "
+                             "reselect the galaxies in the dataset being trained on")
+    return rows
+
+
 def _split(config: TrainConfig, catalog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids = catalog["galaxy_id"] if "galaxy_id" in catalog.columns else catalog["id"]
     return split_by_galaxy(np.asarray(ids)[rows], config.test_fraction, config.seed)
@@ -265,10 +308,10 @@ def _prepare_autoencoder(config: TrainConfig, dataset: Any) -> _Problem:
     dataset.channel_index(channels[0])
     noisy = "snr" in catalog.columns and bool(np.isfinite(np.asarray(catalog["snr"], dtype=float)).any())
     recipe = "dawson2020_noisy" if noisy else "dawson2020"
-    rows = np.arange(len(dataset))
+    rows = _rows(config, len(dataset))
     train_index, test_index = _split(config, catalog, rows)
     if "kappa" in catalog.columns:
-        weights = kappa_balanced_weights(np.asarray(catalog["kappa"], dtype=float)[train_index])
+        weights = kappa_balanced_weights(np.asarray(catalog["kappa"], dtype=float)[rows[train_index]])
         sampler = "kappa_balanced"
     else:
         weights = np.ones(len(train_index))
@@ -288,7 +331,7 @@ def _prepare_vae(config: TrainConfig, dataset: Any) -> _Problem:
     catalog = dataset.catalog
     channels = list(config.channels) or ["env"]
     dataset.channel_index(channels[0])
-    rows = np.arange(len(dataset))
+    rows = _rows(config, len(dataset))
     train_index, test_index = _split(config, catalog, rows)
     latent_dim = config.latent_dim or DEFAULT_LATENT_DIM["vae"]
     return _Problem(
@@ -321,7 +364,7 @@ def _prepare_regressor(config: TrainConfig, dataset: Any) -> _Problem:
             label_columns[name] = NOISY_LABEL_COLUMNS[name]
         _require_columns(catalog, [label_columns[n] for n in noisy], "noisy-label")
     labels = np.column_stack([np.asarray(catalog[label_columns[name]], dtype=np.float64) for name in outputs])
-    rows = np.flatnonzero(np.isfinite(labels).all(axis=1))
+    rows = np.intersect1d(_rows(config, len(dataset)), np.flatnonzero(np.isfinite(labels).all(axis=1)))
     if rows.size < 4:
         raise ParameterError(f"only {rows.size} rows have finite values of {outputs}; the regressor needs more")
     train_index, test_index = _split(config, catalog, rows)

@@ -6,7 +6,6 @@ saliency and latent traversals are in the model's recipe space.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,28 +145,15 @@ def latent_traversal(bundle: Bundle, row: int, axis: int, steps: int = 7, span_s
 
 def thumbnail_png(image: np.ndarray, cmap: str = "RdBu_r", vmin: float | None = None,
                   vmax: float | None = None, symmetric: bool = False, scale: int = 2) -> bytes:
-    """A small PNG of a 2-D map (row 0 at the bottom, NaN transparent), for galleries."""
-    import matplotlib
-    from matplotlib.image import imsave
+    """A small PNG of a 2-D map (row 0 at the bottom, NaN transparent), for galleries.
 
-    image = np.asarray(image, dtype=np.float64)
-    finite = image[np.isfinite(image)]
-    if vmin is None or vmax is None:
-        if finite.size == 0:
-            lo, hi = 0.0, 1.0
-        elif symmetric:
-            hi = float(np.percentile(np.abs(finite), 99)) or 1.0
-            lo = -hi
-        else:
-            lo, hi = (float(v) for v in np.percentile(finite, [1, 99]))
-        vmin = lo if vmin is None else vmin
-        vmax = hi if vmax is None else vmax
-    norm = np.clip((image - vmin) / ((vmax - vmin) or 1.0), 0.0, 1.0)
-    rgba = matplotlib.colormaps[cmap](np.nan_to_num(norm))
-    rgba[~np.isfinite(image), 3] = 0.0
-    rgba = np.flipud(rgba)
-    if scale > 1:
-        rgba = np.repeat(np.repeat(rgba, scale, axis=0), scale, axis=1)
-    buffer = io.BytesIO()
-    imsave(buffer, rgba, format="png")
-    return buffer.getvalue()
+    Limits not given are the map's 1st and 99th percentiles (``symmetric``: +-99th
+    percentile of |value|, zero in the middle).
+    """
+    from PIL import Image
+
+    from galexplore.ui.map_images import colourise, map_limits, png_bytes
+
+    lo, hi = map_limits(image, symmetric=symmetric, percentile=99.0)
+    limits = (lo if vmin is None else vmin, hi if vmax is None else vmax)
+    return png_bytes(Image.fromarray(colourise(image, cmap, limits, scale, blank=(0, 0, 0, 0))))

@@ -19,6 +19,7 @@ from galexplore.ui.detail import (
     saliency_targets,
     thumbnail_png,
 )
+from galexplore.ui.map_images import Arrow, MapPanel, grid_png, map_limits
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
 
@@ -28,27 +29,9 @@ DIVERGING = {"mom1"}
 ARROW_LENGTH_PX = 26.0
 N_NEIGHBOURS = 8
 TRAVERSAL_STEPS = 7
-
-
-def _show(ax, image: np.ndarray, cmap: str, title: str, label: str, symmetric: bool = False,
-          limits: tuple[float, float] | None = None) -> None:
-    """Draw one 64 x 64 map with origin="lower" (north up, east left) and a labelled colourbar."""
-    finite = image[np.isfinite(image)]
-    if limits is None and finite.size:
-        if symmetric:
-            bound = float(np.max(np.abs(finite))) or 1.0
-            limits = (-bound, bound)
-        else:
-            limits = (float(finite.min()), float(finite.max()))
-    artist = ax.imshow(image, origin="lower", cmap=cmap, interpolation="nearest",
-                       vmin=None if limits is None else limits[0], vmax=None if limits is None else limits[1])
-    ax.set_facecolor("#dddddd")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    colourbar = ax.figure.colorbar(artist, ax=ax, fraction=0.046, pad=0.03)
-    colourbar.set_label(label, fontsize=7)
-    colourbar.ax.tick_params(labelsize=6)
+#: Panels per row and pixel enlargement of the detail images.
+DETAIL_COLUMNS = 4
+DETAIL_SCALE = 2
 
 
 def pa_arrow_end(pa_deg: float) -> tuple[float, float]:
@@ -60,56 +43,58 @@ def pa_arrow_end(pa_deg: float) -> tuple[float, float]:
     return 31.5 - ARROW_LENGTH_PX * np.sin(theta), 31.5 + ARROW_LENGTH_PX * np.cos(theta)
 
 
-def detail_figure_png(detail: GalaxyDetail, saliency: np.ndarray | None, target: str | None,
-                      recipe: str) -> bytes:
-    """One PNG with every input channel (units on the colourbars; velocities diverging around
-    0 with the true and latent PA arrows), the model input, reconstruction, residual and the
-    saliency map over the input."""
-    import io
+def _channel_panel(detail: GalaxyDetail, name: str) -> MapPanel:
+    """A dataset channel in its units; velocities diverging around 0 with the PA arrows."""
+    image = detail.maps[name]
+    unit = detail.units.get(name, "")
+    arrows = []
+    if name == "mom1":
+        for pa, colour, label in ((detail.pa_true, "black", "true"), (detail.pa_latent, "#00a000", "latent")):
+            if pa is not None and np.isfinite(pa):
+                arrows.append(Arrow((31.5, 31.5), pa_arrow_end(pa), colour, f"{label} {pa:.0f}°"))
+    return MapPanel(image, CHANNEL_CMAPS.get(name, "viridis"), name, f"{name} [{unit}]" if unit else name,
+                    map_limits(image, symmetric=name in DIVERGING), arrows=arrows)
 
-    from matplotlib.figure import Figure
 
-    panels = len(detail.maps) + (3 if detail.reconstruction is not None else 1) + (saliency is not None)
-    cols = 4
-    rows = int(np.ceil(panels / cols))
-    figure = Figure(figsize=(cols * 2.3, rows * 2.0), dpi=90, layout="constrained")
-    axes = list(figure.subplots(rows, cols).ravel())
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    k = 0
-    for name, image in detail.maps.items():
-        unit = detail.units.get(name, "")
-        _show(axes[k], image, CHANNEL_CMAPS.get(name, "viridis"), name, f"{name} [{unit}]" if unit else name,
-              symmetric=name in DIVERGING)
-        if name == "mom1":
-            for pa, colour, label in ((detail.pa_true, "black", "true"), (detail.pa_latent, "#00a000", "latent")):
-                if pa is not None and np.isfinite(pa):
-                    x1, y1 = pa_arrow_end(pa)
-                    axes[k].annotate("", xy=(x1, y1), xytext=(31.5, 31.5),
-                                     arrowprops=dict(arrowstyle="-|>", color=colour, lw=2))
-                    axes[k].text(x1, y1, f"{label} {pa:.0f}°", color=colour, fontsize=7)
-        k += 1
+def detail_panels(detail: GalaxyDetail, recipe: str) -> list[MapPanel]:
+    """Every input channel, then the model input, reconstruction and residual (recipe units,
+    diverging around 0; reconstruction and input share one colour scale)."""
+    panels = [_channel_panel(detail, name) for name in detail.maps]
     channel = detail.model_channels[0]
-    _show(axes[k], detail.model_input[0], "RdBu_r", f"model input ({channel})", f"{recipe} units", True)
-    k += 1
+    x = detail.model_input[0]
+    shared = map_limits(x if detail.reconstruction is None else np.stack([x, detail.reconstruction[0]]),
+                        symmetric=True)
+    panels.append(MapPanel(x, "RdBu_r", f"model input ({channel})", f"{recipe} units", shared))
     if detail.reconstruction is not None:
-        _show(axes[k], detail.reconstruction[0], "RdBu_r", "reconstruction", f"{recipe} units", True)
-        _show(axes[k + 1], detail.residual[0], "RdBu_r", "residual (input - recon.)", f"{recipe} units", True)
-        k += 2
-    if saliency is not None:
-        strength = np.abs(saliency).sum(axis=0)
-        axes[k].imshow(detail.model_input[0], origin="lower", cmap="gray", interpolation="nearest")
-        _show(axes[k], np.where(strength > 0, strength, np.nan), "inferno",
-              f"saliency of {target}", "|gradient| (abs. sum)")
-        axes[k].images[-1].set_alpha(0.7)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+        panels.append(MapPanel(detail.reconstruction[0], "RdBu_r", "reconstruction", f"{recipe} units", shared))
+        panels.append(MapPanel(detail.residual[0], "RdBu_r", "residual (input - recon.)", f"{recipe} units",
+                               map_limits(detail.residual[0], symmetric=True)))
+    return panels
+
+
+def detail_png(detail: GalaxyDetail, recipe: str) -> bytes:
+    """One PNG of `detail_panels`, four to a row."""
+    return grid_png(detail_panels(detail, recipe), columns=DETAIL_COLUMNS, scale=DETAIL_SCALE)
+
+
+def saliency_png(detail: GalaxyDetail, saliency: np.ndarray, target: str) -> bytes:
+    """The saliency strength (sum of |gradient| over the model's channels) over the model input in grey."""
+    strength = np.abs(saliency).sum(axis=0)
+    shown = np.where(strength > 0, strength, np.nan)
+    panel = MapPanel(shown, "inferno", f"saliency of {target}", "|gradient| (abs. sum)", map_limits(shown),
+                     underlay=detail.model_input[0], alpha=0.7)
+    return grid_png([panel], columns=1, scale=DETAIL_SCALE)
 
 
 class DetailView(pn.viewable.Viewer):
-    """Everything about the clicked galaxy (`ExplorerState.clicked_row`)."""
+    """Everything about the clicked galaxy (`ExplorerState.clicked_row`).
 
+    A click first updates the header, the maps (channels, model input, reconstruction,
+    residual) and the properties; the saliency map, neighbour thumbnails and latent
+    traversal follow in a second update scheduled right after, so the maps appear at once.
+    """
+
+    show_saliency = param.Boolean(default=True, doc="compute and show the saliency map")
     saliency_method = param.Selector(objects=list(SALIENCY_METHODS), default="vanilla gradient")
     saliency_target = param.Selector(objects=[])
     traversal_axis = param.Integer(default=0, bounds=(0, None))
@@ -119,7 +104,8 @@ class DetailView(pn.viewable.Viewer):
         self.state = state
         self._cache: tuple[int, int, GalaxyDetail] | None = None
         self.header = pn.pane.Markdown("Click a galaxy in the latent map to see it here.")
-        self.images = pn.pane.PNG(None, css_classes=["detail-images"], width=830, height=365)
+        self.images = pn.pane.PNG(None, css_classes=["detail-images"], width=800)
+        self.saliency = pn.pane.PNG(None, css_classes=["detail-saliency"], width=200)
         self.facts = pn.pane.Markdown("", width=360)
         self._neighbour_ids: list[int | None] = [None] * N_NEIGHBOURS
         self._neighbour_images = [pn.pane.PNG(None, width=128, height=128) for _ in range(N_NEIGHBOURS)]
@@ -137,7 +123,7 @@ class DetailView(pn.viewable.Viewer):
         state.param.watch(self._on_bundle, "bundle_version")
         state.param.watch(guarded(state, self._on_click), "clicked_row")
         self.param.watch(guarded(state, self._on_traversal), "traversal_axis")
-        self.param.watch(guarded(state, self._render_images), ["saliency_method", "saliency_target"])
+        self.param.watch(guarded(state, self._render_saliency), ["show_saliency", "saliency_method", "saliency_target"])
         self._on_bundle()
 
     # ---------------------------------------------------------------- data
@@ -155,22 +141,21 @@ class DetailView(pn.viewable.Viewer):
     def _on_bundle(self, *events) -> None:
         bundle = self.state.bundle
         targets = saliency_targets(bundle)
-        self.param.saliency_target.objects = targets
-        self.saliency_target = targets[0] if targets else None
-        self.param.traversal_axis.bounds = (0, max(len(latent_columns(bundle.table)) - 1, 0))
+        with param.parameterized.discard_events(self):
+            self.param.saliency_target.objects = targets
+            self.saliency_target = targets[0] if targets else None
+            self.param.traversal_axis.bounds = (0, max(len(latent_columns(bundle.table)) - 1, 0))
+            self.traversal_axis = 0
         self._cache = None
         self._on_click()
 
-    def _render_images(self, *events) -> None:
+    def _render_saliency(self, *events) -> None:
         detail = self.detail()
-        if detail is None:
-            self.images.object = None
+        if detail is None or not self.show_saliency or self.saliency_target is None:
+            self.saliency.object = None
             return
-        saliency = None
-        if self.saliency_target is not None:
-            saliency = galaxy_saliency(self.state.bundle, detail.row, self.saliency_method, self.saliency_target)
-        self.images.object = detail_figure_png(detail, saliency, self.saliency_target,
-                                               self.state.bundle.model.card.recipe)
+        values = galaxy_saliency(self.state.bundle, detail.row, self.saliency_method, self.saliency_target)
+        self.saliency.object = saliency_png(detail, values, self.saliency_target)
 
     # ---------------------------------------------------------------- updates
     def _on_click(self, *events) -> None:
@@ -179,20 +164,35 @@ class DetailView(pn.viewable.Viewer):
             self.header.object = "Click a galaxy in the latent map to see it here."
             self.facts.object = ""
             self.images.object = None
+            self.saliency.object = None
             for card in self.neighbours:
                 card.visible = False
             self.traversal.visible = False
             return
         self.header.object = f"### Galaxy id {detail.galaxy_id} (row {detail.row})"
-        self._render_images()
+        self.images.object = detail_png(detail, self.state.bundle.model.card.recipe)
         self.facts.object = self._facts_markdown(detail)
+        pn.state.execute(guarded(self.state, self._on_click_details), schedule=True)
+
+    def _on_click_details(self) -> None:
+        """The slower parts of a click, sent in a second update: saliency, neighbours, traversal."""
+        detail = self.detail()
+        if detail is None:
+            return
+        self._render_saliency()
+        rows = detail.neighbours[:N_NEIGHBOURS].astype(np.int64)
         for slot, card in enumerate(self.neighbours):
-            if slot < len(detail.neighbours):
-                row = int(detail.neighbours[slot])
-                self._neighbour_ids[slot] = int(self.state.table["id"].iloc[row])
-                self._neighbour_images[slot].object = self._thumbnail(row)
-                self._neighbour_buttons[slot].name = f"id {self._neighbour_ids[slot]}"
-            card.visible = slot < len(detail.neighbours)
+            card.visible = slot < rows.size
+        if rows.size:
+            bundle = self.state.bundle
+            channel = bundle.model.card.channels[0]
+            maps = np.asarray(bundle.dataset.maps[rows, bundle.dataset.channel_index(channel)], dtype=np.float32)
+            ids = self.state.table["id"].to_numpy()[rows]
+            for slot, (image, galaxy_id) in enumerate(zip(maps, ids)):
+                self._neighbour_ids[slot] = int(galaxy_id)
+                self._neighbour_images[slot].object = thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"),
+                                                                    symmetric=channel in DIVERGING)
+                self._neighbour_buttons[slot].name = f"id {int(galaxy_id)}"
         self._on_traversal()
 
     def _show_neighbour(self, slot: int) -> None:
@@ -212,12 +212,6 @@ class DetailView(pn.viewable.Viewer):
             error = (detail.pa_latent - detail.pa_true + 180.0) % 360.0 - 180.0
             lines.append(f"| PA error (latent - true) | {error:.1f} | deg |")
         return "\n".join(lines)
-
-    def _thumbnail(self, row: int) -> bytes:
-        bundle = self.state.bundle
-        channel = bundle.model.card.channels[0]
-        image = np.asarray(bundle.dataset.maps[row], dtype=np.float32)[bundle.dataset.channel_index(channel)]
-        return thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"), symmetric=channel in DIVERGING)
 
     def _on_traversal(self, *events) -> None:
         detail = self.detail()
@@ -240,11 +234,13 @@ class DetailView(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Column(
             self.header,
-            pn.Row(pn.widgets.Select.from_param(self.param.saliency_method, label="Saliency method", width=200),
-                   pn.widgets.Select.from_param(self.param.saliency_target, label="Saliency target", width=200)),
             self.images,
-            pn.Row(self.facts, pn.Column(pn.pane.Markdown("**Nearest neighbours in latent space** (click to show)"),
-                                         self.neighbours, width=620)),
+            pn.Row(pn.widgets.Checkbox.from_param(self.param.show_saliency, label="Saliency", width=80),
+                   pn.widgets.Select.from_param(self.param.saliency_method, label="Saliency method", width=170),
+                   pn.widgets.Select.from_param(self.param.saliency_target, label="Saliency target", width=150)),
+            pn.Row(self.saliency, self.facts),
+            pn.pane.Markdown("**Nearest neighbours in latent space** (click to show)"),
+            self.neighbours,
             pn.pane.Markdown("**Latent traversal**"),
             pn.widgets.IntInput.from_param(self.param.traversal_axis, label="Latent axis", width=120),
             self.traversal_note, self.traversal,

@@ -15,7 +15,7 @@ import holoviews as hv
 import panel as pn
 
 from galexplore.errors import GalexploreError, ModelError
-from galexplore.paths import SAMPLE_DATASET, data_dir, sample_model_dirs, user_models_dir
+from galexplore.paths import SAMPLE_DATASET, SAMPLE_MODELS, data_dir, sample_model_dirs, user_models_dir
 from galexplore.ui.bundle import load_bundle
 from galexplore.ui.detail_view import DetailView
 from galexplore.ui.latent_view import LatentControls, LatentView
@@ -24,20 +24,32 @@ from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
 from galexplore.ui.stats_view import StatsView
 from galexplore.ui.upload_view import UploadView
+from galexplore.ui.boundary_view import BoundaryModel, BoundaryView
+from galexplore.ui.training_view import TrainingView
 
 TITLE = "galexplore: what encoders learn about galaxies"
 #: Extra directories the page may open, separated by os.pathsep.
 ALLOWED_DIRS_ENV = "GALEXPLORE_ALLOWED_DIRS"
 
 
+#: Sample models shown first, in order of preference: the Dawson et al. (2020) folded space
+#: of an autoencoder on velocity maps is the headline view.
+PREFERRED_SAMPLE_MODELS = ("cae_free_mom1", "cae_mom1")
+
+
 def default_model() -> str:
-    """The shipped sample model shown first: a single-channel autoencoder when there is one."""
+    """The shipped sample model shown first: `PREFERRED_SAMPLE_MODELS` when present, else a
+    single-channel autoencoder, else the first sample model."""
     from galexplore.models.checkpoint import read_card
 
     dirs = sample_model_dirs()
     if not dirs:
-        raise ModelError(f"no pretrained sample models under {SAMPLE_DATASET.parent.parent / 'assets' / 'models'}; "
+        raise ModelError(f"no pretrained sample models under {SAMPLE_MODELS}; "
                          "pass --model with a checkpoint directory or zoo name")
+    by_name = {d.name: d for d in dirs}
+    for name in PREFERRED_SAMPLE_MODELS:
+        if name in by_name:
+            return str(by_name[name])
     for directory in dirs:
         card = read_card(directory)
         if card.architecture.startswith(("cae", "dawson2020")) and len(card.channels) == 1:
@@ -157,11 +169,14 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
     export_dir = Path(export_dir) if export_dir is not None else Path(tempfile.mkdtemp(prefix="galexplore-export-"))
 
     latent = LatentView(state)
+    boundary = BoundaryModel(state)
+    latent.pane.object = latent.overlay * boundary.overlay()  # the session's own boundary on the map
     selection = SelectionView(state, export_dir)
     detail = DetailView(state)
     explore = pn.Row(pn.Column(latent, selection.count), detail)
     tabs = pn.Tabs(("Explore", explore), ("Selection", selection), ("Statistics", StatsView(state)),
-                   ("Your data", UploadView(state)), dynamic=True)
+                   ("Your data", UploadView(state)), ("Boundaries", BoundaryView(state, boundary)),
+                   ("Training", TrainingView(state)), dynamic=True)
 
     template = pn.template.FastListTemplate(
         title=TITLE,
@@ -176,16 +191,28 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
 
 
 def warm_up() -> None:
-    """Compile Datashader's kernels once per process so the first page renders quickly."""
-    import datashader as ds
+    """Run the latent map's whole pipeline (rasterise, spread, colour, lasso, click) once on a
+    few synthetic points, so that Numba compiles Datashader's and the selection's kernels
+    before the first browser session rather than during it."""
     import numpy as np
     import pandas as pd
-    from holoviews.operation.datashader import dynspread, rasterize
 
-    frame = pd.DataFrame({"x": np.linspace(0, 1, 16), "y": np.linspace(0, 1, 16), "value": np.ones(16)})
-    points = hv.Points(frame, ["x", "y"], ["value"])
-    for aggregator in (ds.mean("value"), ds.count()):
-        dynspread(rasterize(points, aggregator=aggregator, width=32, height=32, dynamic=False), dynamic=False)
+    from galexplore.ui.bundle import Bundle
+
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((200, 3))
+    table = pd.DataFrame({"id": np.arange(200, dtype=np.int64), "kappa": rng.uniform(0.0, 1.0, 200),
+                          **{f"latent_{k}": latent[:, k] for k in range(3)},
+                          **{f"pca_{k}": latent[:, k] for k in range(3)},
+                          "folded_r": np.hypot(latent[:, 0], latent[:, 1]), "folded_h": np.abs(latent[:, 2])})
+    with tempfile.TemporaryDirectory(prefix="galexplore-warm-up-") as scratch:
+        state = ExplorerState(Bundle(dataset=None, model=None, table=table, column_units={}), selections_dir=scratch)
+        view = LatentView(state)
+        hv.renderer("bokeh").get_plot(view.overlay)
+        state.color_by = "density (counts)"
+        hv.renderer("bokeh").get_plot(view.overlay)
+        state.select_polygon(np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0]]) + [1.0, 0.0])
+        state.click(1.0, 0.0)
 
 
 def serve(dataset=None, model=None, port: int = 5006, show: bool = True, address: str = "localhost",

@@ -60,6 +60,7 @@ class ExplorerState(param.Parameterized):
         self.allowed_dirs = [Path(d).resolve() for d in (allowed_dirs or [])]
         self._store = NamedSelections(selections_dir or data_dir() / "selections")
         self.history: list[dict] = []
+        self.previous_bundles: list[Bundle] = []
         self.set_bundle(bundle)
 
     # ------------------------------------------------------------------ loading
@@ -85,6 +86,46 @@ class ExplorerState(param.Parameterized):
             self.markers = None
             self.color_range = None
             self.history = []
+            self.bundle_version += 1
+
+    def swap_model(self, bundle: Bundle) -> None:
+        """Explore ``bundle`` (e.g. a model just trained) and remember the current one for
+        `back_to_previous_model`."""
+        self.previous_bundles.append(self.bundle)
+        self.set_bundle(bundle)
+
+    def back_to_previous_model(self) -> Bundle:
+        """Return to the bundle explored before the last `swap_model`; returns it."""
+        if not self.previous_bundles:
+            raise ParameterError("there is no previous model to go back to in this session")
+        self.set_bundle(self.previous_bundles.pop())
+        return self.bundle
+
+    def set_columns(self, columns: dict[str, np.ndarray], units: dict[str, str] | None = None,
+                    drop: tuple[str, ...] = ()) -> None:
+        """Add or replace per-row columns (e.g. a boundary's predictions) in this session's table
+        only, dropping the columns ``drop``; the selection, filters and view are kept.
+
+        The shared bundle is not modified: the session gets a copy whose table has the new
+        columns (pandas copy-on-write shares the unchanged ones) and the same spatial indices.
+        """
+        import dataclasses
+
+        protected = {c for pair in self.bundle.projections.values() for c in pair} | {"id"}
+        clash = sorted(protected & (set(columns) | set(drop)))
+        if clash:
+            raise ParameterError(f"columns {clash} hold the projections or ids and cannot be replaced; "
+                                 "choose other column names")
+        table = self.table.drop(columns=[c for c in drop if c in self.table.columns])
+        table = table.assign(**{name: np.asarray(values) for name, values in columns.items()})
+        units = {**{c: u for c, u in self.units.items() if c in table.columns}, **{c: "" for c in columns},
+                 **(units or {})}
+        self.bundle = dataclasses.replace(self.bundle, table=table, column_units=units)
+        with param.parameterized.batch_call_watchers(self):
+            self.param.color_by.objects = [DENSITY, *self.bundle.numeric_columns]
+            if self.color_by not in self.param.color_by.objects:
+                self.color_by = DENSITY
+            self.filters = {k: v for k, v in self.filters.items() if k in table.columns}
             self.bundle_version += 1
 
     def load(self, dataset: str | os.PathLike, model: str | os.PathLike,

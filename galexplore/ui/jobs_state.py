@@ -1,0 +1,225 @@
+"""One session's background training: configure, submit, follow, cancel, then hot-swap the model.
+
+Training runs in a separate process (`galexplore.training.jobs.TrainingJob`), so a crash or
+an out-of-memory kill cannot take the server down. All sessions of a server share one
+`JobManager` per models directory, which runs one job at a time and queues the others
+with a message saying why. `TrainingSession.poll` is cheap (it drains a queue) and is
+meant to be called from a periodic callback; the new model's embedding is computed in a
+worker thread, and only the final switch of the session's bundle happens on the caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from pathlib import Path
+
+import numpy as np
+import param
+
+from galexplore.errors import ParameterError
+from galexplore.models.device import resolve_device
+from galexplore.training.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, JobManager, TrainingJob
+from galexplore.training.loops import TrainConfig
+from galexplore.ui.bundle import load_bundle
+from galexplore.ui.state import ExplorerState
+
+#: What the Training tab offers: label -> TrainConfig kind ("finetune": the current model's kind).
+TRAINABLE = {
+    "fine-tune the current model": "finetune",
+    "CAE, Dawson et al. 2020 (kappa-balanced draws)": "cae",
+    "CAE, index-free decoder (kappa-balanced draws)": "cae-free",
+    "environment VAE (Gim et al.)": "vae",
+    "CNN regressor of a catalogue column": "regressor",
+}
+KIND_OF_ARCHITECTURE = {"dawson2020_cae": "cae", "cae_free": "cae-free", "environment_vae": "vae",
+                        "cnn_regressor": "regressor"}
+SUBSETS = ("whole dataset", "current selection")
+IDLE, SWAPPING, SWAPPED, SWAP_FAILED = "idle", "loading the new model", "switched to the new model", \
+    "the new model could not be loaded"
+
+#: Seconds a cancelled run may take to stop after its current batch before it is terminated.
+CANCEL_GRACE_S = 5.0
+
+_MANAGERS: dict[str, JobManager] = {}
+_MANAGERS_LOCK = threading.Lock()
+#: Computes new models' embeddings off the server's event loop, one at a time.
+_EMBEDDER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="galexplore-embed")
+
+
+def shared_job_manager(models_dir: str | Path) -> JobManager:
+    """The process-wide `JobManager` of ``models_dir`` (one training job at a time, others queued)."""
+    key = str(Path(models_dir).resolve())
+    with _MANAGERS_LOCK:
+        if key not in _MANAGERS:
+            _MANAGERS[key] = JobManager(key, max_concurrent=1)
+        return _MANAGERS[key]
+
+
+class TrainingSession(param.Parameterized):
+    """The training settings and the current job of one explorer session.
+
+    Parameters
+    ----------
+    state : the session's `ExplorerState` (the dataset trained on, the model swapped).
+    models_dir : where checkpoints appear (default `galexplore.paths.user_models_dir()`).
+    """
+
+    what = param.Selector(objects=list(TRAINABLE), default=next(iter(TRAINABLE)))
+    epochs = param.Integer(default=5, bounds=(1, 10_000))
+    images_per_epoch = param.Integer(default=1024, bounds=(2, None), doc="maps drawn per epoch")
+    batch_size = param.Integer(default=32, bounds=(1, 4096))
+    learning_rate = param.Number(default=1e-3, doc="initial Adam learning rate")
+    target = param.Selector(objects=[], doc="catalogue column a regressor learns")
+    subset = param.Selector(objects=list(SUBSETS), default=SUBSETS[0])
+    device = param.Selector(objects=["auto", "cpu", "cuda"], default="auto")
+    seed = param.Integer(default=0)
+    phase = param.String(default=IDLE, doc="idle, the job's status, or the hot swap's phase")
+    events_version = param.Integer(default=0, doc="bumped when progress events or the job's status change")
+
+    def __init__(self, state: ExplorerState, models_dir: str | Path | None = None, **params):
+        from galexplore.paths import user_models_dir
+
+        super().__init__(**params)
+        self.state = state
+        self.manager = shared_job_manager(models_dir if models_dir is not None else user_models_dir())
+        self.job: TrainingJob | None = None
+        self._swap: concurrent.futures.Future | None = None
+        self._seen = (0, None)
+        state.param.watch(self._on_bundle, "bundle_version")
+        self._on_bundle()
+
+    def _on_bundle(self, *events) -> None:
+        columns = [c for c in self.state.bundle.dataset.catalog.columns
+                   if c not in ("id", "galaxy_id", "view")
+                   and np.issubdtype(self.state.bundle.dataset.catalog[c].dtype, np.number)] \
+            if self.state.bundle.dataset is not None else []
+        self.param.target.objects = columns
+        if self.target not in columns:
+            self.target = "log_mstar" if "log_mstar" in columns else (columns[0] if columns else None)
+
+    # ---------------------------------------------------------------- configuring
+    def config(self) -> TrainConfig:
+        """The `TrainConfig` of the current settings (ParameterError when they are inconsistent)."""
+        kind = TRAINABLE[self.what]
+        extra: dict = {}
+        if kind == "finetune":
+            model = self.state.bundle.model
+            if model is None:
+                raise ParameterError("this table has no model to fine-tune; open a checkpoint first")
+            card = model.card
+            kind = KIND_OF_ARCHITECTURE.get(card.architecture)
+            if kind is None:
+                raise ParameterError(f"models of architecture {card.architecture!r} cannot be fine-tuned here; "
+                                     "train a CAE, VAE or regressor from scratch instead")
+            extra = {"init_from": str(model.path), "channels": list(card.channels),
+                     "latent_dim": card.hyperparameters.get("latent_dim")}
+            if kind == "regressor":
+                extra["targets"] = list(card.outputs)
+        elif kind == "regressor":
+            if self.target is None:
+                raise ParameterError("choose the catalogue column the regressor should learn")
+            extra = {"targets": [self.target]}
+        if self.subset == SUBSETS[1]:
+            if self.state.selection.size == 0:
+                raise ParameterError("nothing is selected; lasso galaxies or train on the whole dataset")
+            extra["rows"] = self.state.selection.tolist()
+        config = TrainConfig(kind=kind, epochs=self.epochs, batch_size=self.batch_size,
+                             learning_rate=self.learning_rate, seed=self.seed, device=self.device,
+                             images_per_epoch=self.images_per_epoch, **extra)
+        config.validate()
+        return config
+
+    # ---------------------------------------------------------------- running
+    @property
+    def active(self) -> bool:
+        """True while a job is queued or running or its model is being loaded."""
+        return (self.job is not None and self.job.status in (QUEUED, RUNNING)) or self._swap is not None
+
+    def start(self, name: str | None = None) -> TrainingJob:
+        """Submit a job with the current settings; it starts now or waits in the shared queue."""
+        if self.active:
+            raise ParameterError("this session already has a training job; cancel it or wait for it to end")
+        if self.state.bundle.dataset is None:
+            raise ParameterError("this table has no dataset to train on; open a dataset first")
+        config = self.config()
+        self.phase = IDLE
+        self.job = self.manager.submit(config, self.state.bundle.dataset.path, name=name)
+        self._seen = (0, None)
+        self.poll()
+        return self.job
+
+    def cancel(self) -> None:
+        """Cancel the session's job, blocking for at most a few seconds while its process stops.
+
+        Safe to call from a worker thread (it changes no parameter); call `poll` afterwards.
+        """
+        if self.job is not None:
+            self.manager.cancel(self.job, grace_s=CANCEL_GRACE_S)
+
+    def poll(self) -> bool:
+        """Update the job (and the queue); switch to the new model once its embedding is ready.
+
+        Returns True while there is still something to watch.
+        """
+        self.manager.poll()
+        job = self.job
+        if job is not None:
+            key = (len(job.events), job.status)
+            if key != self._seen:
+                self._seen = key
+                self.events_version += 1
+                if job.status == FAILED:
+                    self.state.notify(f"training failed: {job.error}", "danger")
+                elif job.status == CANCELLED:
+                    self.state.notify(f"training {job.message}", "info")
+            if self.phase not in (SWAPPING, SWAPPED, SWAP_FAILED):
+                self.phase = job.status
+                if job.status == FINISHED:
+                    self._swap = _EMBEDDER.submit(load_bundle, self.state.bundle.dataset.path, str(job.result))
+                    self.phase = SWAPPING
+        if self._swap is not None and self._swap.done():
+            swap, self._swap = self._swap, None
+            try:
+                bundle = swap.result()
+            except Exception as error:  # noqa: BLE001 -- the old model stays; the reason is shown
+                self.phase = SWAP_FAILED
+                self.state.report(error)
+            else:
+                self.state.swap_model(bundle)
+                self.phase = SWAPPED
+                self.state.notify(f"switched to the new model {bundle.model.name} ({job.result}); "
+                                  "use 'Back to the previous model' to return", "success")
+            self.events_version += 1
+        return self.active
+
+    def status_text(self) -> str:
+        """One line for the page: what the job is doing, on which device, how far it is."""
+        job = self.job
+        if job is None:
+            return "No training job in this session."
+        if self.phase == SWAPPING:
+            return f"finished: computing the embedding of {job.result.name}..."
+        if self.phase == SWAPPED:
+            return f"finished and switched to {job.result.name}"
+        latest = job.events[-1] if job.events else None
+        device = f" on {latest['device'] if latest else resolve_device(job.config.device)}"
+        if job.status == RUNNING and latest is None:
+            return f"{job.name}: starting{device} (loading the maps)"
+        if job.status == CANCELLED:
+            return f"{job.name}: {job.message}"
+        return f"{job.name}{device}: {job.message}"
+
+    def progress_fraction(self) -> float:
+        """Epochs done / epochs, in [0, 1]."""
+        job = self.job
+        if job is None or not job.events:
+            return 0.0
+        latest = job.events[-1]
+        return min(1.0, latest["epoch"] / max(latest["epochs"], 1))
+
+    def close(self) -> None:
+        """End of the session: cancel its job so that no training process outlives it."""
+        if self.job is not None and self.job.status in (QUEUED, RUNNING):
+            self.manager.cancel(self.job, grace_s=CANCEL_GRACE_S)
