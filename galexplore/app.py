@@ -13,7 +13,7 @@ import panel as pn
 
 from galexplore.errors import GalexploreError, ParameterError
 from galexplore.paths import SAMPLE_DATASET
-from galexplore.ui.layout import allowed_directories, build_app
+from galexplore.ui.layout import allowed_directories, build_app, warm_up
 
 pn.extension("tabulator", notifications=True, sizing_mode="fixed")
 hv.extension("bokeh")
@@ -32,6 +32,7 @@ def _argument(name: str) -> str | None:
 
 
 try:
+    warm_up()  # once per server process: Numba compiles before, not during, the first render
     build_app(_argument("dataset"), _argument("model")).servable()
 except GalexploreError as error:
     pn.pane.Alert(f"galexplore cannot start: {error}", alert_type="danger").servable()

@@ -115,7 +115,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from galexplore.ui.layout import serve
 
-    serve(dataset=args.dataset, model=args.model, port=args.port, show=not args.no_browser)
+    serve(dataset=args.dataset, model=args.model, port=args.port, show=not args.no_browser,
+          allowed_dirs=args.allow)
     return 0
 
 
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint directory or zoo name")
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--allow", metavar="DIR", type=Path, action="append", default=[],
+                   help="a directory the page may open datasets and checkpoints from (repeatable)")
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -48,7 +48,8 @@ def server(tmp_path_factory):
     states = []
 
     def session():
-        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections")
+        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections",
+                        real_overlay=False)
         states.append(app.explorer_state)
         return app
 
@@ -98,12 +99,9 @@ def _non_blank_fraction(png: bytes) -> float:
     return float(np.mean(np.abs(pixels - background).sum(axis=-1) > 30))
 
 
-def test_lasso_click_export_upload(browser, server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page, state = _open(browser, server)
-    page.screenshot(path=ARTIFACTS / "browser_loaded.png")
-
-    # --- lasso: activate the tool, drag a closed path over the middle of the plot
+def _drag_lasso(page, state) -> tuple[float, float]:
+    """Drag a closed elliptical lasso over the middle of the latent map; wait until the page
+    shows a non-zero count. Returns the lasso's centre on the page."""
     page.locator(".bk-tool-icon-lasso-select").first.click()
     box = page.locator(".latent-map").first.bounding_box()
     cx, cy = box["x"] + 0.45 * box["width"], box["y"] + 0.5 * box["height"]
@@ -114,11 +112,20 @@ def test_lasso_click_export_upload(browser, server):
     for point in path[1:]:
         page.mouse.move(*point, steps=2)
     page.mouse.up()
-    page.wait_for_function("() => true")
     deadline = time.time() + 60
     while time.time() < deadline and (state.polygon is None or _selected_count(page) == 0):
         page.wait_for_timeout(250)
     page.wait_for_timeout(500)
+    return cx, cy
+
+
+def test_lasso_click_export_upload(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, state = _open(browser, server)
+    page.screenshot(path=ARTIFACTS / "browser_loaded.png")
+
+    # --- lasso: activate the tool, drag a closed path over the middle of the plot
+    cx, cy = _drag_lasso(page, state)
     shown = _selected_count(page)
     assert state.polygon is not None and len(state.polygon) >= 10
     x, y = state.xy()
@@ -164,3 +171,20 @@ def test_lasso_click_export_upload(browser, server):
     page.wait_for_timeout(1500)
     page.screenshot(path=ARTIFACTS / "browser_upload.png")
     assert not state.message.startswith("Traceback") and state.message_level != "danger", state.message
+
+
+def test_a_failing_callback_shows_its_error_and_the_session_goes_on(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, state = _open(browser, server)
+    # opening a directory the server was not allowed to open fails in the callback
+    field = page.locator("input[placeholder='/path/to/checkpoint']").first
+    field.fill("/definitely/not/allowed/checkpoint")
+    field.press("Enter")
+    page.get_by_text("Open", exact=True).first.click()
+    page.get_by_text(re.compile("is outside the directories this server may open")).first.wait_for(timeout=TIMEOUT_MS)
+    assert state.message_level == "danger" and "--allow" in state.message
+    page.screenshot(path=ARTIFACTS / "browser_error.png")
+    # the session goes on: a lasso still selects
+    _drag_lasso(page, state)
+    assert _selected_count(page) == state.selection.size > 0
+    page.close()

@@ -52,15 +52,40 @@ def test_pa_arrows_point_north_and_east():
     assert pa_arrow_end(90.0) == pytest.approx((31.5 - ARROW_LENGTH_PX, 31.5))  # east is left
 
 
-def test_detail_figure_renders(bundle):
+def test_detail_images_render_every_panel(bundle):
     from PIL import Image
 
-    from galexplore.ui.detail_view import detail_figure_png
+    from galexplore.ui.detail_view import detail_panels, detail_png, saliency_png
 
     detail = galaxy_detail(bundle, 4)
-    png = detail_figure_png(detail, galaxy_saliency(bundle, 4, "vanilla", "latent_0"), "latent_0", "dawson2020")
-    pixels = np.asarray(Image.open(__import__("io").BytesIO(png)).convert("L"))
-    assert pixels.shape[1] > 600 and pixels.std() > 20
+    panels = detail_panels(detail, "dawson2020")
+    # mom0, mom1, mom2, env, model input, reconstruction, residual
+    assert [p.title for p in panels[:4]] == ["mom0", "mom1", "mom2", "env"]
+    assert [p.unit_label for p in panels[:4]] == ["mom0 [Jy/beam km/s]", "mom1 [km/s]", "mom2 [km/s]", "env [counts]"]
+    assert len(panels) == 7
+    velocity = panels[1]
+    assert velocity.limits[0] == -velocity.limits[1]  # diverging, centred on 0 km/s
+    assert {a.label.split()[0] for a in velocity.arrows} == {"true", "latent"}
+    image = np.asarray(Image.open(__import__("io").BytesIO(detail_png(detail, "dawson2020"))).convert("L"))
+    assert image.shape[1] > 600 and image.std() > 20
+    sal = galaxy_saliency(bundle, 4, "vanilla", "latent_0")
+    overlay = np.asarray(Image.open(__import__("io").BytesIO(saliency_png(detail, sal, "latent_0"))).convert("L"))
+    assert overlay.std() > 10
+
+
+def test_detail_view_shows_maps_saliency_and_neighbours(bundle, tmp_path):
+    from galexplore.ui.detail_view import DetailView
+    from galexplore.ui.state import ExplorerState
+
+    state = ExplorerState(bundle, selections_dir=tmp_path)
+    view = DetailView(state)
+    state.clicked_row = 9
+    assert view.images.object[:8] == b"\x89PNG\r\n\x1a\n"
+    assert view.saliency.object is not None
+    detail = galaxy_detail(bundle, 9, 8)
+    assert view._neighbour_ids == bundle.table["id"].to_numpy()[detail.neighbours].tolist()
+    view.show_saliency = False
+    assert view.saliency.object is None
 
 
 def test_traversal_passes_through_the_reconstruction(bundle):

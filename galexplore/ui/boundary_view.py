@@ -400,7 +400,7 @@ class BoundaryView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self.boundary = boundary
-        self.fit_button = pn.widgets.Button(label="Fit boundary", button_type="primary", name="fit-boundary")
+        self.fit_button = pn.widgets.Button(label="Fit boundary", button_type="primary")
         self.fit_button.on_click(self._on_fit)
         self.mark_buttons = [pn.widgets.Button(label=f"Mark selection as class {which}") for which in ("A", "B")]
         self.unmark_button = pn.widgets.Button(label="Clear marks of selection")

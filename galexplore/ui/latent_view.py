@@ -23,6 +23,8 @@ from galexplore.ui.colours import MARKER_COLOUR, SELECTION_COLOUR, axis_label
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
 
+#: Colour of the decision boundary (dashed), visible on the white background and the colour maps.
+BOUNDARY_COLOUR = "#222222"
 #: Galaxies in view below which hover tooltips are attached.
 HOVER_LIMIT = 5000
 PLOT_WIDTH, PLOT_HEIGHT = 640, 560
@@ -49,14 +51,14 @@ def boundary_path(projection: str, r: float | None, extent: tuple[float, float])
 
 
 class LatentView(pn.viewable.Viewer):
-    """The interactive latent map of one session."""
+    """The interactive latent map of one session, ``width`` x ``height`` pixels of data area."""
 
     aggregator = param.Parameter(default=ds.count(), doc="datashader reduction of the main layer")
     cmap = param.List(default=[], doc="palette of the main layer")
     clim = param.Tuple(default=(np.nan, np.nan), length=2)
     clabel = param.String(default="")
 
-    def __init__(self, state: ExplorerState, **params):
+    def __init__(self, state: ExplorerState, width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT, **params):
         super().__init__(**params)
         self.state = state
         state.param.watch(self._update_colouring, ["color_by", "colormap", "color_range", "bundle_version"])
@@ -64,23 +66,26 @@ class LatentView(pn.viewable.Viewer):
 
         main_points = hv.DynamicMap(self._main_points, streams=[hv.streams.Params(
             state, ["projection", "color_by", "filters", "bundle_version"])])
-        raster = rasterize(main_points, aggregator=self.param.aggregator, width=PLOT_WIDTH, height=PLOT_HEIGHT)
+        raster = rasterize(main_points, aggregator=self.param.aggregator, width=width, height=height)
         self.main = dynspread(raster, threshold=0.6, max_px=3).apply.opts(
             cmap=self.param.cmap, clim=self.param.clim, clabel=self.param.clabel)
         self.main = self.main.opts(
             hv.opts.Image(tools=["lasso_select", "box_select", "tap"], active_tools=["wheel_zoom"],
-                          colorbar=True, width=PLOT_WIDTH, height=PLOT_HEIGHT, cnorm="linear",
+                          colorbar=True, width=width, height=height, cnorm="linear",
                           clipping_colors={"NaN": "transparent"}, default_tools=["pan", "wheel_zoom", "reset", "save"],
                           toolbar="above"))
 
-        selected_points = hv.DynamicMap(self._selected_points, streams=[hv.streams.Params(
-            state, ["projection", "selection", "bundle_version"])])
-        selected = dynspread(rasterize(selected_points, aggregator=ds.count(), width=PLOT_WIDTH,
-                                       height=PLOT_HEIGHT), threshold=0.6, max_px=3)
+        # one stream for the selection layer and the lasso outline: a lasso redraws both at once
+        selection_stream = hv.streams.Params(state, ["projection", "selection", "polygon", "bundle_version"])
+        selected_points = hv.DynamicMap(self._selected_points, streams=[selection_stream])
+        selected = dynspread(rasterize(selected_points, aggregator=ds.count(), width=width,
+                                       height=height), threshold=0.6, max_px=3)
         selected = selected.opts(hv.opts.Image(cmap=[SELECTION_COLOUR], alpha=0.85, colorbar=False))
 
-        outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(state, ["polygon", "projection"])])
-        boundary = hv.DynamicMap(self._boundary, streams=[hv.streams.Params(state, ["projection", "bundle_version"])])
+        outline = hv.DynamicMap(self._outline, streams=[selection_stream]).opts(
+            hv.opts.Path(color=SELECTION_COLOUR, line_width=2.5))
+        boundary = hv.DynamicMap(self._boundary, streams=[hv.streams.Params(state, ["projection", "bundle_version"])]
+                                 ).opts(hv.opts.Path(color=BOUNDARY_COLOUR, line_width=1.5, line_dash="dashed"))
         markers = hv.DynamicMap(self._markers, streams=[hv.streams.Params(state, ["markers", "projection"])])
 
         self.range_stream = hv.streams.RangeXY(source=self.main)
@@ -94,11 +99,9 @@ class LatentView(pn.viewable.Viewer):
         self.box.add_subscriber(guarded(state, self._on_box))
         self.tap.add_subscriber(guarded(state, self._on_tap))
 
-        self.overlay = (self.main * selected * outline * boundary * markers * hover).opts(
-            hv.opts.Path(color="white", line_width=1.5, line_dash="dashed"),
-        )
-        self.pane = pn.pane.HoloViews(self.overlay, sizing_mode="fixed", width=PLOT_WIDTH + 80,
-                                      height=PLOT_HEIGHT + 40, name="latent-map", css_classes=["latent-map"])
+        self.overlay = self.main * selected * outline * boundary * markers * hover
+        self.pane = pn.pane.HoloViews(self.overlay, sizing_mode="fixed", width=width + 80,
+                                      height=height + 40, name="latent-map", css_classes=["latent-map"])
 
     # ---------------------------------------------------------------- colouring
     def _update_colouring(self, *events) -> None:
@@ -136,7 +139,7 @@ class LatentView(pn.viewable.Viewer):
         polygon = self.state.polygon
         if polygon is None:
             return hv.Path([])
-        return hv.Path([np.vstack([polygon, polygon[:1]])]).opts(color=SELECTION_COLOUR, line_dash="solid")
+        return hv.Path([np.vstack([polygon, polygon[:1]])])
 
     def _boundary(self, **_) -> hv.Path:
         s = self.state

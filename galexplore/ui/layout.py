@@ -7,6 +7,7 @@ whose every session calls `build_app` afresh, so sessions never share selections
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -190,10 +191,11 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
     return template
 
 
+@functools.cache
 def warm_up() -> None:
     """Run the latent map's whole pipeline (rasterise, spread, colour, lasso, click) once on a
     few synthetic points, so that Numba compiles Datashader's and the selection's kernels
-    before the first browser session rather than during it."""
+    before the first browser session rather than during it. Runs once per process."""
     import numpy as np
     import pandas as pd
 

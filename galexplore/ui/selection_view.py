@@ -100,7 +100,12 @@ class SelectionView(pn.viewable.Viewer):
         s = self.state
         n = int(s.selection.size)
         self.count.object = f"**{n:,} selected** of {len(s.table):,} galaxies"
-        self.table.value = s.selected_table().reset_index(drop=True)
+        self.download.disabled = n == 0  # nothing to export
+        # the count goes out at once; the table, histogram and gallery (map reads) in a second update
+        pn.state.execute(guarded(s, self._on_selection_details), schedule=True)
+
+    def _on_selection_details(self) -> None:
+        self.table.value = self.state.selected_table().reset_index(drop=True)
         self._on_histogram()
         self._on_gallery()
 

@@ -210,14 +210,19 @@ class ExplorerState(param.Parameterized):
     # ------------------------------------------------------------------ selection
     def _apply(self, mask: np.ndarray, steps: list[dict]) -> np.ndarray:
         """Combine a boolean mask of new rows (restricted to visible rows) with the selection
-        and record the gesture ``steps`` (lasso/box history saved with named selections)."""
-        from galexplore.analysis.selection import combine
+        and record the gesture ``steps`` (lasso/box history saved with named selections).
 
+        Combined as boolean masks (O(N), no sorting), the same sets as
+        `galexplore.analysis.selection.combine` gives for sorted row arrays."""
         visible = self.visible_mask()
         if visible is not None:
             mask = mask & visible
+        current = np.zeros(len(self.table), dtype=bool)
+        current[self.selection] = True
+        combined = {"new": mask, "add": current | mask, "subtract": current & ~mask,
+                    "intersect": current & mask}[self.selection_mode]
         self.history = steps if self.selection_mode == "new" else [*self.history, *steps]
-        self.selection = combine(self.selection, np.flatnonzero(mask), self.selection_mode)
+        self.selection = np.flatnonzero(combined).astype(np.int64)
         return self.selection
 
     def _step(self, **shape) -> dict:
@@ -231,15 +236,17 @@ class ExplorerState(param.Parameterized):
         if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 3:
             raise SelectionError("a lasso needs at least three vertices; draw a larger shape")
         mask = self.bundle.point_index(self.projection).select_polygon(polygon)
-        self.polygon = polygon
-        return self._apply(mask, [self._step(polygon=polygon.tolist())])
+        with param.parameterized.batch_call_watchers(self):  # one redraw for outline and selection
+            self.polygon = polygon
+            return self._apply(mask, [self._step(polygon=polygon.tolist())])
 
     def select_box(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
         """Select the visible rows inside the box (corners in plot coordinates), combined by
         `selection_mode`; returns the selected rows."""
         mask = self.bundle.point_index(self.projection).select_box(x0, x1, y0, y1)
-        self.polygon = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
-        return self._apply(mask, [self._step(box=[x0, x1, y0, y1])])
+        with param.parameterized.batch_call_watchers(self):  # one redraw for outline and selection
+            self.polygon = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+            return self._apply(mask, [self._step(box=[x0, x1, y0, y1])])
 
     def clear_selection(self) -> None:
         self.selection = np.empty(0, dtype=np.int64)
