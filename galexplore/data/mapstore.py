@@ -24,7 +24,7 @@ Storage kinds
     delta-filtered along rows (wrapping int16 arithmetic, so exactly invertible; not for
     ``counts``, whose sparse noise it would spread), split per channel into low/high byte
     planes (small deltas make the high plane nearly constant), and the chunk is compressed
-    with ``lzma`` (stdlib). Decoded chunks are kept in a small LRU cache. On smooth mock-like
+    with ``lzma`` (stdlib). Decoded chunks are kept in an LRU cache of bounded size. On smooth mock-like
     fields (4 channels) this is ~20x smaller than float32 (benchmarks/bench_dataset.py).
 """
 
@@ -52,8 +52,9 @@ RAW_CHUNK_BYTES = 1 << 25
 DEFAULT_RELATIVE_STEP = 2.0**-12
 #: lzma compression preset of compact chunks (6: ~10 % smaller than 1, ~10x slower to write).
 LZMA_PRESET = 6
-#: Decoded compact chunks kept in memory (each n x C x H x W float32).
-DECODED_CACHE_CHUNKS = 8
+#: Memory for decoded compact chunks (float32), least recently used dropped first: 256 MiB
+#: holds the whole shipped sample, so after a first read every click is a memory lookup.
+DECODED_CACHE_BYTES = 256 * 2**20
 
 
 def default_chunk_maps(storage: str, map_shape: tuple[int, int, int]) -> int:
@@ -201,7 +202,7 @@ class ChunkReader:
                             self.quantisation, path)
         self.chunks_read += 1
         self._decoded[chunk] = maps
-        while len(self._decoded) > DECODED_CACHE_CHUNKS:
+        while len(self._decoded) > 1 and sum(m.nbytes for m in self._decoded.values()) > DECODED_CACHE_BYTES:
             self._decoded.popitem(last=False)
         return maps
 

@@ -15,7 +15,7 @@ import concurrent.futures
 import threading
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import param
 
 from galexplore.errors import ParameterError
@@ -91,10 +91,10 @@ class TrainingSession(param.Parameterized):
         self._on_bundle()
 
     def _on_bundle(self, *events) -> None:
-        columns = [c for c in self.state.bundle.dataset.catalog.columns
-                   if c not in ("id", "galaxy_id", "view")
-                   and np.issubdtype(self.state.bundle.dataset.catalog[c].dtype, np.number)] \
-            if self.state.bundle.dataset is not None else []
+        dataset = self.state.bundle.dataset
+        columns = [] if dataset is None else [
+            c for c in dataset.catalog.columns
+            if c not in ("id", "galaxy_id", "view") and pd.api.types.is_numeric_dtype(dataset.catalog[c])]
         self.param.target.objects = columns
         if self.target not in columns:
             self.target = "log_mstar" if "log_mstar" in columns else (columns[0] if columns else None)
