@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,17 @@ def shared_real() -> Path:
     if not SHARED_REAL.is_dir():
         pytest.fail(f"{SHARED_REAL} is missing: the real-data tests need ../shared beside the checkout")
     return SHARED_REAL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_cache(tmp_path_factory) -> Path:
+    """Point GALEXPLORE_DATA_DIR (zoo, user models, caches) at a fresh directory for the whole run,
+    so tests never see, nor write into, the real user's cache."""
+    path = tmp_path_factory.mktemp("galexplore-data")
+    previous = os.environ.get("GALEXPLORE_DATA_DIR")
+    os.environ["GALEXPLORE_DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("GALEXPLORE_DATA_DIR", None)
+    else:
+        os.environ["GALEXPLORE_DATA_DIR"] = previous

@@ -78,6 +78,27 @@ def test_cae_report_by_construction():
     assert len(stats) == 3 * 8  # 3 latents x (kappa, pa, inc, log_mstar, 2 x log_mdm, distance, distance_z)
     text = format_report(report)
     assert "mean recall 1" in text and "r = 3" in text
+    assert report["latent_classifier"]["scored_by"] == "train -> test"
+    assert report["latent_classifier"]["mean_recall"] > 0.8  # kappa > 0.5 is a circle r = 3 in the latents
+
+
+def test_latent_classifier_finds_kappa_off_the_folded_radius():
+    """kappa carried by the sign of latent_2 only: the vertical boundary is at chance, the
+    classifier on the full latents is not (cross-validated by galaxy without a card split)."""
+    catalog = _catalog()
+    rng = np.random.default_rng(2)
+    high = catalog["kappa"].to_numpy() > 0.5
+    xyz = rng.normal(0.0, 1.0, (len(catalog), 3))
+    xyz[:, 2] = np.where(high, 1.0, -1.0) * (0.5 + rng.uniform(0.0, 1.0, len(catalog)))
+    table = pd.DataFrame({"id": catalog["id"], **{f"latent_{k}": xyz[:, k] for k in range(3)},
+                          **{f"pca_{k}": xyz[:, k] for k in range(3)}})
+    table["folded_r"], table["folded_h"] = np.hypot(xyz[:, 0], xyz[:, 1]), np.abs(xyz[:, 2])
+    card = SimpleNamespace(name="no-split", architecture="dawson2020_cae", extras={}, training_data={})
+    report = evaluate_embedding(card, catalog, table, n_bootstrap=10)
+    assert report["split"] == "all"
+    assert report["classification"]["mean_recall"] < 0.65
+    assert report["latent_classifier"]["scored_by"].startswith("5-fold")
+    assert report["latent_classifier"]["mean_recall"] > 0.95
     json.dumps(report, default=float)
 
 
