@@ -205,10 +205,14 @@ def detail_view(dataset: str, model: str) -> None:
 
     from galexplore.ui.bundle import load_bundle
     from galexplore.ui.detail import galaxy_detail
+    import torch
+
     from galexplore.ui.detail_view import N_NEIGHBOURS, DetailView, detail_png
+    from galexplore.ui.layout import SERVER_TORCH_THREADS
     from galexplore.ui.state import ExplorerState
 
     hv.extension("bokeh")
+    torch.set_num_threads(SERVER_TORCH_THREADS)  # as `galexplore serve` runs it
     bundle = load_bundle(dataset, model)
     print(f"== click to detail view ({len(bundle.table):,} galaxies of {dataset}, model {bundle.model.name}) ==")
     rows = np.random.default_rng(0).choice(len(bundle.table), 6, replace=False)

@@ -7,19 +7,26 @@ temporary directory, this measures, through the code the app runs:
     models by HoloViews' renderer, alternating the colour column so each render re-aggregates;
   * click-to-detail: `ExplorerState.click` (nearest galaxy on screen) followed by
     `galaxy_detail` (model input, reconstruction, latent neighbours);
-first idle, then while a `TrainingJob` trains a Dawson CAE in its own process with the job
-default on the CPU (every core but one: `cpu_threads`), and optionally with every core.
-Each figure is the median of ``--repeats`` runs, printed with its ratio to the idle value
-measured in the same run (target: <= 1.5x).
+idle and while a `TrainingJob` trains a Dawson CAE in its own process with the job defaults
+on the CPU (niceness 10, every core but one: `cpu_threads`), or optionally with every core.
 
-Run: ``python benchmarks/bench_training_responsiveness.py [--repeats 15] [--all-cores]``
+Idle and busy measurements are interleaved so that drifts in the machine's load hit both
+equally: one training process runs throughout and is paused (SIGSTOP) for each idle
+measurement and resumed (SIGCONT) for each busy one, alternating which comes first and
+which colour column each uses. Each figure is the median of ``--repeats`` pairs, printed
+with its ratio to the idle median (target: <= 1.5x) and the median of the per-pair ratios.
+POSIX only (the pause uses signals).
+
+Run: ``python benchmarks/bench_training_responsiveness.py [--repeats 25] [--all-cores]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -43,51 +50,73 @@ def make_model(root: Path) -> Path:
     return save_checkpoint(build_model("cae_free", in_channels=1, latent_dim=3), card, root / "bench-cae")
 
 
-def measure(state, view, renderer, repeats: int) -> dict[str, float]:
-    """Median seconds of a latent-map render and of a click-to-detail."""
+#: Seconds a resumed training process gets to be back at full speed before a busy measurement.
+RESUME_SETTLE_S = 0.3
+
+
+def measure_once(state, view, renderer, colour: str, rng: np.random.Generator) -> dict[str, float]:
+    """Seconds of one latent-map re-render (colour column changed) and one click-to-detail."""
     from galexplore.ui.detail import galaxy_detail
 
-    colours = [c for c in ("kappa", "inc", "pa", "log_mstar") if c in state.param.color_by.objects][:2]
     x, y = state.xy()
-    rng = np.random.default_rng(0)
-    render, detail = [], []
-    for i in range(repeats):
-        state.color_by = colours[i % len(colours)]
-        start = time.perf_counter()
-        renderer.get_plot(view.overlay)
-        render.append(time.perf_counter() - start)
-        k = int(rng.integers(len(x)))
-        start = time.perf_counter()
-        row = state.click(float(x[k]), float(y[k]))
-        galaxy_detail(state.bundle, row, 8)
-        detail.append(time.perf_counter() - start)
-    return {"latent-map re-render": statistics.median(render), "click-to-detail": statistics.median(detail)}
+    state.color_by = colour
+    start = time.perf_counter()
+    renderer.get_plot(view.overlay)
+    render = time.perf_counter() - start
+    k = int(rng.integers(len(x)))
+    start = time.perf_counter()
+    row = state.click(float(x[k]), float(y[k]))
+    galaxy_detail(state.bundle, row, 8)
+    return {"latent-map re-render": render, "click-to-detail": time.perf_counter() - start}
 
 
-def under_training(state, view, renderer, repeats: int, root: Path, dataset: Path, num_threads: int | None):
-    """`measure` while a CAE trains in a background `TrainingJob`; returns figures and the job's thread count."""
+def colours_of(state) -> list[str]:
+    return [c for c in ("kappa", "inc", "pa", "log_mstar") if c in state.param.color_by.objects][:2]
+
+
+def interleaved(state, view, renderer, repeats: int, root: Path, dataset: Path, num_threads: int | None):
+    """Pairs of (idle, busy) measurements around one background CAE run, paused for the idle ones.
+
+    Returns the idle and busy samples (what -> list of seconds), the job's thread count and
+    the epochs it ran.
+    """
     from galexplore.training.jobs import TrainingJob, cpu_threads
     from galexplore.training.loops import TrainConfig
 
-    config = TrainConfig(kind="cae", epochs=1000, images_per_epoch=640, device="cpu", num_threads=num_threads)
+    config = TrainConfig(kind="cae", epochs=100_000, images_per_epoch=320, device="cpu", num_threads=num_threads)
     job = TrainingJob(config, dataset, root / "user-models")
     job.start()
+    pid = job.process.pid
+    colours, rng = colours_of(state), np.random.default_rng(0)
+    samples = {"idle": {}, "busy": {}}
     try:
         deadline = time.monotonic() + 300
         while not job.events:  # measure once the run is past loading the maps and is training
             if job.done or time.monotonic() > deadline:
                 raise RuntimeError(f"the training job did not start training: {job.message}")
             time.sleep(0.2)
-        figures = measure(state, view, renderer, repeats)
-        epochs = len(job.events)
+        for i in range(repeats):
+            order = ("idle", "busy") if i % 2 == 0 else ("busy", "idle")
+            for k, condition in enumerate(order):
+                if condition == "idle":
+                    os.kill(pid, signal.SIGSTOP)
+                else:
+                    os.kill(pid, signal.SIGCONT)
+                time.sleep(RESUME_SETTLE_S)
+                figures = measure_once(state, view, renderer, colours[k], rng)
+                for what, seconds in figures.items():
+                    samples[condition].setdefault(what, []).append(seconds)
     finally:
-        job.cancel(grace_s=5.0)
-    return figures, cpu_threads(config), epochs
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        job.cancel(grace_s=5.0)  # drains the progress events sent meanwhile
+    epochs = len(job.events)
+    return samples, cpu_threads(config), epochs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--all-cores", action="store_true", help="also train with every core (no core left free)")
     args = parser.parse_args()
 
@@ -110,23 +139,27 @@ def main() -> None:
         warm_up()
         state = ExplorerState(load_bundle(dataset, model), selections_dir=root / "selections")
         view = LatentView(state)
-        measure(state, view, renderer, 2)  # first renders compile kernels and fill caches
+        rng = np.random.default_rng(1)
+        for colour in colours_of(state) * 2:  # first renders compile kernels and fill caches
+            measure_once(state, view, renderer, colour, rng)
 
-        print(f"{os.cpu_count()} CPU cores; {len(state.table):,} galaxies; median of {args.repeats} runs\n")
-        idle = measure(state, view, renderer, args.repeats)
-        runs = [("training, job default", None)] + ([("training, every core", os.cpu_count())] if args.all_cores else [])
-        header = f"{'what':<22} {'condition':<34} {'seconds':>9} {'ratio to idle':>14}"
+        print(f"{os.cpu_count()} CPU cores; {len(state.table):,} galaxies; "
+              f"median of {args.repeats} interleaved idle/busy pairs\n")
+        runs = [("job default", None)] + ([("every core", os.cpu_count())] if args.all_cores else [])
+        header = f"{'what':<22} {'condition':<40} {'seconds':>9} {'ratio to idle':>14} {'median pair ratio':>18}"
         print(header)
         print("-" * len(header))
-        for what, seconds in idle.items():
-            print(f"{what:<22} {'idle (baseline)':<34} {seconds:>9.4f} {1.0:>13.2f}x")
         for label, threads in runs:
-            figures, used, epochs = under_training(state, view, renderer, args.repeats, root, dataset, threads)
-            for what, seconds in figures.items():
-                ratio = seconds / idle[what]
+            samples, used, epochs = interleaved(state, view, renderer, args.repeats, root, dataset, threads)
+            for what, idle in samples["idle"].items():
+                busy = samples["busy"][what]
+                ratio = statistics.median(busy) / statistics.median(idle)
+                pairs = statistics.median(b / a for a, b in zip(idle, busy))
                 flag = "" if ratio <= TARGET_RATIO else f"  (above the {TARGET_RATIO}x target)"
-                print(f"{what:<22} {f'{label} ({used} torch threads)':<34} {seconds:>9.4f} {ratio:>13.2f}x{flag}")
-            print(f"{'':<22} (the job ran {epochs} epoch(s) of 640 maps meanwhile)")
+                print(f"{what:<22} {'idle (training paused)':<40} {statistics.median(idle):>9.4f} {1.0:>13.2f}x")
+                print(f"{what:<22} {f'training, {label} ({used} thread(s), nice)':<40} "
+                      f"{statistics.median(busy):>9.4f} {ratio:>13.2f}x {pairs:>17.2f}x{flag}")
+            print(f"{'':<22} (the job ran {epochs} epoch(s) of 320 maps meanwhile)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

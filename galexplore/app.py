@@ -13,10 +13,13 @@ import panel as pn
 
 from galexplore.errors import GalexploreError, ParameterError
 from galexplore.paths import SAMPLE_DATASET
-from galexplore.ui.layout import allowed_directories, build_app, warm_up
+import torch
+
+from galexplore.ui.layout import SERVER_TORCH_THREADS, allowed_directories, build_app, warm_up
 
 pn.extension("tabulator", notifications=True, sizing_mode="fixed")
 hv.extension("bokeh")
+torch.set_num_threads(SERVER_TORCH_THREADS)
 
 
 def _argument(name: str) -> str | None:

@@ -1,13 +1,19 @@
 """Background training: each run in its own process, so a crash or OOM cannot take the app down.
 
-A `TrainingJob` runs `galexplore.training.loops.train` in a process started with the
-"spawn" method, streams its progress events back through a queue, writes into a private
-temporary directory inside the models directory and renames it into place only when the
-run succeeds. A `JobManager` runs one job at a time and queues the rest.
+A `TrainingJob` runs `galexplore.training.loops.train` (or, for a `HeadConfig`,
+`galexplore.training.heads.train_head`) in a process started with the "spawn" method,
+streams its progress events back through a queue, writes into a private temporary
+directory inside the models directory and renames it into place only when the run
+succeeds. A `JobManager` runs one job at a time and queues the rest.
+
+The training process yields the CPU to the app: it runs at niceness `JOB_NICENESS`
+(set by the parent the moment the process exists, so every thread it creates inherits
+it) and caps its torch, OpenMP and BLAS thread pools at `cpu_threads`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue as queue_module
@@ -20,32 +26,71 @@ from pathlib import Path
 from typing import Any
 
 from galexplore.errors import ParameterError
+from galexplore.training.heads import HeadConfig
 from galexplore.training.loops import TrainConfig
 
 QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
 _DONE = frozenset({FINISHED, CANCELLED, FAILED})
 TMP_PREFIX = ".training-"
 _CHECKPOINT = "checkpoint"
+#: Niceness of a training process (0 = the server's default, 19 = lowest priority): with
+#: Linux's scheduler weights a niceness-10 process gets about 1/10 of a core the server wants.
+JOB_NICENESS = 10
 
 
-def cpu_threads(config: TrainConfig) -> int:
-    """Torch CPU threads of a background run: ``config.num_threads``, else every core but one
-    (at least one), so that the app's server process keeps a core while a job trains."""
-    return config.num_threads or max(1, (os.cpu_count() or 2) - 1)
+def cpu_threads(config: TrainConfig | HeadConfig) -> int:
+    """CPU threads of a background run (torch intra- and inter-op, OpenMP, BLAS):
+    ``config.num_threads``, else every core but one (at least one), so that the app's server
+    process keeps a core while a job trains."""
+    return getattr(config, "num_threads", None) or max(1, (os.cpu_count() or 2) - 1)
 
 
-def _run_in_child(config: TrainConfig, dataset_path: str, out_dir: str, events: Any, stop_event: Any) -> None:
-    """Body of the training process: report every outcome through ``events``."""
-    import torch
+def lower_priority(pid: int = 0, niceness: int = JOB_NICENESS) -> None:
+    """Raise the niceness of process ``pid`` (0: the calling thread) to at least ``niceness``.
 
-    from galexplore.models.device import resolve_device
-    from galexplore.training.loops import train
-
+    On Linux this applies to the thread ``pid`` and to the threads it creates afterwards.
+    Does nothing where the platform has no niceness (Windows) or the process is gone.
+    """
+    if not hasattr(os, "setpriority"):
+        return
     try:
-        if resolve_device(config.device).type == "cpu":
-            torch.set_num_threads(cpu_threads(config))
-        path = train(config, dataset_path, out_dir, callback=lambda event: events.put(("progress", event)),
-                     stop_event=stop_event)
+        if os.getpriority(os.PRIO_PROCESS, pid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except OSError:  # the process has already ended, or the OS refuses: the run still works
+        pass
+
+
+def _limit_threads(threads: int) -> contextlib.AbstractContextManager:
+    """Cap torch's intra- and inter-op pools and every OpenMP/BLAS pool at ``threads``."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # inter-op pool already started: it keeps its size
+        torch.set_num_interop_threads(threads)
+    return threadpool_limits(limits=threads)
+
+
+def _run_in_child(config: TrainConfig | HeadConfig, dataset_path: str, out_dir: str, events: Any,
+                  stop_event: Any) -> None:
+    """Body of the training process: report every outcome through ``events``."""
+    lower_priority()  # the parent did it already; this covers a parent that lost the race
+    try:
+        from galexplore.models.device import resolve_device
+
+        def report(event: dict[str, Any]) -> None:
+            events.put(("progress", event))
+
+        on_cpu = isinstance(config, HeadConfig) or resolve_device(config.device).type == "cpu"
+        with _limit_threads(cpu_threads(config)) if on_cpu else contextlib.nullcontext():
+            if isinstance(config, HeadConfig):
+                from galexplore.training.heads import train_head
+
+                path = train_head(config, out_dir, callback=report, stop_event=stop_event)
+            else:
+                from galexplore.training.loops import train
+
+                path = train(config, dataset_path, out_dir, callback=report, stop_event=stop_event)
         events.put(("finished", str(path)))
     except BaseException as err:  # the parent must hear of every failure, whatever it is
         events.put(("failed", f"{type(err).__name__}: {err}"))
@@ -144,6 +189,7 @@ class TrainingJob:
             except BaseException as err:
                 self._fail(f"could not start the training process: {type(err).__name__}: {err}")
                 raise
+            lower_priority(self.process.pid)  # before the child starts threads, which inherit it
             self._status = RUNNING
             self.message = f"training {self.config.kind} ({self.config.epochs} epochs)"
 

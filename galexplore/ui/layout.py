@@ -2,6 +2,9 @@
 
 `build_app` assembles the views into a template; `serve` runs a Panel server on localhost
 whose every session calls `build_app` afresh, so sessions never share selections.
+
+Only the Explore tab and the sidebar are built when a session opens; every other tab is
+built (and its module imported) the first time it is shown.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ from galexplore.errors import GalexploreError, ModelError
 from galexplore.paths import SAMPLE_DATASET, SAMPLE_MODELS, data_dir, sample_model_dirs, user_models_dir
 from galexplore.ui.bundle import load_bundle
 from galexplore.ui.detail_view import DetailView
-from galexplore.ui.latent_view import LatentControls, LatentView
-from galexplore.ui.selection_view import SelectionView
+from galexplore.ui.latent_view import MAX_SPREAD_PX, LatentControls, LatentView
+from galexplore.ui.selection_view import SelectionCount, SelectionView
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
-from galexplore.ui.stats_view import StatsView
-from galexplore.ui.upload_view import UploadView
-from galexplore.ui.boundary_view import BoundaryModel, BoundaryView
-from galexplore.ui.training_view import TrainingView
 
 TITLE = "galexplore: what encoders learn about galaxies"
 #: Extra directories the page may open, separated by os.pathsep.
 ALLOWED_DIRS_ENV = "GALEXPLORE_ALLOWED_DIRS"
 
+
+#: Threads torch uses in the server process. Its forward passes are of one 64x64 galaxy at a
+#: time, where a second thread costs more in waiting than it gains when the cores are shared
+#: (detail maps of a click: ~0.08 s on one thread, ~0.3 s on two, on a busy 2-core machine).
+#: Training jobs run in their own processes with their own thread counts.
+SERVER_TORCH_THREADS = 1
 
 #: Sample models shown first, in order of preference: the Dawson et al. (2020) folded space
 #: of an autoencoder on velocity maps is the headline view.
@@ -146,6 +151,12 @@ def message_pane(state: ExplorerState) -> pn.viewable.Viewable:
     return pn.panel(pn.bind(alert, state.param.message, state.param.message_level))
 
 
+def on_first_view(build) -> pn.viewable.Viewable:
+    """A placeholder that calls ``build()`` (no arguments, returns anything Panel shows) the
+    first time it is rendered, e.g. when its tab of a ``pn.Tabs(dynamic=True)`` is opened."""
+    return pn.panel(build, lazy=True, loading_indicator=False)
+
+
 def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, selections_dir=None,
               real_overlay: bool = True) -> pn.template.FastListTemplate:
     """The explorer page for one session.
@@ -169,15 +180,48 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
         guarded(state, lambda: setattr(state, "markers", real_galaxy_markers(state)))()
     export_dir = Path(export_dir) if export_dir is not None else Path(tempfile.mkdtemp(prefix="galexplore-export-"))
 
+    from galexplore.ui.boundary_view import BoundaryModel
+
     latent = LatentView(state)
     boundary = BoundaryModel(state)
     latent.pane.object = latent.overlay * boundary.overlay()  # the session's own boundary on the map
-    selection = SelectionView(state, export_dir)
-    detail = DetailView(state)
-    explore = pn.Row(pn.Column(latent, selection.count), detail)
-    tabs = pn.Tabs(("Explore", explore), ("Selection", selection), ("Statistics", StatsView(state)),
-                   ("Your data", UploadView(state)), ("Boundaries", BoundaryView(state, boundary)),
-                   ("Training", TrainingView(state)), dynamic=True)
+    explore = pn.Row(pn.Column(latent, SelectionCount(state)), DetailView(state))
+    shown_selection: list[SelectionView] = []
+
+    def selection_tab() -> SelectionView:
+        shown_selection.append(SelectionView(state, export_dir))
+        return shown_selection[0]
+
+    def statistics_tab():
+        from galexplore.ui.stats_view import StatsView
+        return StatsView(state)
+
+    def upload_tab():
+        from galexplore.ui.upload_view import UploadView
+        return UploadView(state)
+
+    def boundaries_tab():
+        from galexplore.ui.boundary_view import BoundaryView
+        return BoundaryView(state, boundary)
+
+    shown_training: list = []
+
+    def training_tab():
+        from galexplore.ui.training_view import TrainingView
+        shown_training.append(TrainingView(state, boundary=boundary))
+        return shown_training[0]
+
+    tabs = pn.Tabs(("Explore", explore), *[(name, on_first_view(build)) for name, build in (
+        ("Selection", selection_tab), ("Statistics", statistics_tab), ("Your data", upload_tab),
+        ("Boundaries", boundaries_tab), ("Training", training_tab))], dynamic=True)
+
+    def on_tab(event) -> None:  # the selection's table, histogram and gallery follow it only while shown
+        for view in shown_selection:
+            view.shown = event.new == 1
+        for view in shown_training:  # its loss curve redraws only while shown
+            view.shown = event.new == 5
+
+    tabs.param.watch(on_tab, "active")
 
     template = pn.template.FastListTemplate(
         title=TITLE,
@@ -198,6 +242,9 @@ def warm_up() -> None:
     before the first browser session rather than during it. Runs once per process."""
     import numpy as np
     import pandas as pd
+    import datashader as ds
+    import datashader.transfer_functions as tf
+    import xarray as xr
 
     from galexplore.ui.bundle import Bundle
 
@@ -210,23 +257,52 @@ def warm_up() -> None:
     with tempfile.TemporaryDirectory(prefix="galexplore-warm-up-") as scratch:
         state = ExplorerState(Bundle(dataset=None, model=None, table=table, column_units={}), selections_dir=scratch)
         view = LatentView(state)
-        hv.renderer("bokeh").get_plot(view.overlay)
-        state.color_by = "density (counts)"
-        hv.renderer("bokeh").get_plot(view.overlay)
-        state.select_polygon(np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0]]) + [1.0, 0.0])
-        state.click(1.0, 0.0)
+        plot = hv.renderer("bokeh").get_plot(view.overlay)  # kept alive: gestures below redraw it
+        # Numba types the plot's range by value (int 0 at a non-negative axis, else float):
+        # the folded plane (r, h >= 0) and a latent plane (either sign) cover both
+        for projection in ("folded (r, h)", next(p for p in state.param.projection.objects if "folded" not in p)):
+            for colour in ("kappa", "density (counts)"):
+                state.param.update(projection=projection, color_by=colour)
+                state.select_polygon(np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0]]) + [1.0, 0.0])
+                state.click(1.0, 0.0)
+        plot.cleanup()
+    # Datashader compiles one spreading kernel per dtype, size and memory layout: the colour
+    # layer (float32), the density and selection layers (uint32), C-contiguous as rasterize
+    # makes them, for every spread that dynspread may choose (HoloViews' default operator)
+    for dtype in (np.float32, np.uint32):
+        for px in range(1, MAX_SPREAD_PX + 1):
+            tf.spread(xr.DataArray(np.ones((2 * px + 3, 2 * px + 3), dtype=dtype)), px=px)
+    # ...and one aggregation kernel per reduction and type of the plot's range: float, or an
+    # int 0 where HoloViews clips an axis at zero
+    frame = pd.DataFrame({"x": latent[:, 0], "y": latent[:, 1], "value": latent[:, 2]})
+    for low in (-1.0, 0):
+        for reduction in (ds.count(), ds.mean("value")):
+            ds.Canvas(8, 8, x_range=(low, 1.0), y_range=(low, 1.0)).points(frame, "x", "y", reduction)
+
+
+def warm_up_page(dataset, model, **build_kwargs) -> None:
+    """Build and render one explorer page of ``dataset`` and ``model`` into a throwaway Bokeh
+    document, so that the first browser session finds the bundle's indices, the real-galaxy
+    overlay, torch's first call and Bokeh's model classes ready rather than paying for them."""
+    from bokeh.document import Document
+
+    build_app(dataset, model, **build_kwargs).server_doc(Document())
 
 
 def serve(dataset=None, model=None, port: int = 5006, show: bool = True, address: str = "localhost",
           threaded: bool = False, **build_kwargs):
     """Serve the explorer on ``address:port`` (localhost by default); each browser session
     gets its own state. Returns the server when ``threaded`` (it runs in a thread)."""
+    import torch
+
     pn.extension("tabulator", notifications=True, sizing_mode="fixed")
     hv.extension("bokeh")
+    torch.set_num_threads(SERVER_TORCH_THREADS)
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
     load_bundle(dataset, model)  # fail here, with a readable message, rather than in every session
     warm_up()
+    warm_up_page(dataset, model, **build_kwargs)
 
     def session():
         return build_app(dataset, model, **build_kwargs)

@@ -43,18 +43,38 @@ def selection_histograms(all_values: np.ndarray, selected_values: np.ndarray, la
     return hv.Overlay(layers).opts(width=520, height=260, legend_position="top_right", framewise=True)
 
 
+class SelectionCount(pn.viewable.Viewer):
+    """"N selected of M galaxies": the cheap part of a selection, updated in the gesture's own callback."""
+
+    def __init__(self, state: ExplorerState, **params):
+        super().__init__(**params)
+        self.state = state
+        self.pane = pn.pane.Markdown("", css_classes=["selection-count"], name="selection-count")
+        state.param.watch(self._update, ["selection", "bundle_version"])
+        self._update()
+
+    def _update(self, *events) -> None:
+        self.pane.object = f"**{self.state.selection.size:,} selected** of {len(self.state.table):,} galaxies"
+
+    def __panel__(self):
+        return self.pane
+
+
 class SelectionView(pn.viewable.Viewer):
-    """Everything about the current selection of one session."""
+    """Everything about the current selection of one session. The table, histogram and gallery
+    are updated only while ``shown`` (the Selection tab is open), and when it is opened again."""
 
     histogram_column = param.Selector(objects=[])
     gallery_sort = param.Selector(objects=[])
     gallery_descending = param.Boolean(default=False)
+    shown = param.Boolean(default=True, doc="whether the view is on screen")
 
     def __init__(self, state: ExplorerState, export_dir: str | os.PathLike, **params):
         super().__init__(**params)
         self.state = state
         self.export_dir = Path(export_dir)
-        self.count = pn.pane.Markdown("", css_classes=["selection-count"], name="selection-count")
+        self.count = SelectionCount(state)
+        self._stale = True  # table, histogram and gallery behind the selection
         self.table = pn.widgets.Tabulator(pagination="remote", page_size=TABLE_PAGE_SIZE, disabled=True,
                                           show_index=False, sizing_mode="stretch_width", height=480)
         self._gallery_ids: list[int | None] = [None] * GALLERY_SIZE
@@ -83,6 +103,7 @@ class SelectionView(pn.viewable.Viewer):
         state.param.watch(self._refresh_saved, "saved_version")
         self.param.watch(guarded(state, self._on_histogram), "histogram_column")
         self.param.watch(guarded(state, self._on_gallery), ["gallery_sort", "gallery_descending"])
+        self.param.watch(guarded(state, self._on_shown), "shown")
         self._on_bundle()
         self._refresh_saved()
 
@@ -97,14 +118,19 @@ class SelectionView(pn.viewable.Viewer):
         self._on_selection()
 
     def _on_selection(self, *events) -> None:
-        s = self.state
-        n = int(s.selection.size)
-        self.count.object = f"**{n:,} selected** of {len(s.table):,} galaxies"
-        self.download.disabled = n == 0  # nothing to export
-        # the count goes out at once; the table, histogram and gallery (map reads) in a second update
-        pn.state.execute(guarded(s, self._on_selection_details), schedule=True)
+        self.download.disabled = self.state.selection.size == 0  # nothing to export
+        self._stale = True
+        if self.shown:  # the count goes out at once; the table, histogram and gallery (map reads) after it
+            pn.state.execute(guarded(self.state, self._on_selection_details), schedule=True)
+
+    def _on_shown(self, *events) -> None:
+        if self.shown and self._stale:
+            self._on_selection_details()
 
     def _on_selection_details(self) -> None:
+        if not self._stale:
+            return
+        self._stale = False
         self.table.value = self.state.selected_table().reset_index(drop=True)
         self._on_histogram()
         self._on_gallery()

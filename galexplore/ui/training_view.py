@@ -3,16 +3,23 @@
 The page polls the job with a per-session periodic callback (never blocking the server's
 event loop), shows a progress bar with epoch, loss and time left, the device, a live
 loss curve (training and validation), and a cancel button. When the run finishes the
-session switches to the new model; "Back to the previous model" returns.
+session switches to the new model; "Back to the previous model" returns. An MLP head's
+predictions become columns of the session's table instead.
+
+The server stays responsive while a job runs: polling only drains a queue, and the loss
+curve (the one costly redraw) is redrawn at most once per `CURVE_PERIOD_S` and only while
+the Training tab is shown (`shown`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import holoviews as hv
 import panel as pn
+import param
 
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.jobs_state import TrainingSession
@@ -20,6 +27,8 @@ from galexplore.ui.state import ExplorerState
 
 #: Milliseconds between two polls of a running job.
 POLL_PERIOD_MS = 500
+#: Shortest interval, in seconds, between two redraws of the loss curve.
+CURVE_PERIOD_S = 1.0
 
 
 def loss_curves(events: list[dict]) -> hv.Overlay:
@@ -34,12 +43,23 @@ def loss_curves(events: list[dict]) -> hv.Overlay:
 
 
 class TrainingView(pn.viewable.Viewer):
-    """Widgets of the Training tab for one session."""
+    """Widgets of the Training tab for one session.
 
-    def __init__(self, state: ExplorerState, session: TrainingSession | None = None, **params):
+    Parameters
+    ----------
+    state : the session's `ExplorerState`.
+    session : its `TrainingSession` (default: a new one, labelling heads with ``boundary``'s marks).
+    boundary : the session's `BoundaryModel`, whose marks can label an MLP head.
+    """
+
+    shown = param.Boolean(default=True, doc="whether the Training tab is on screen (the loss curve redraws only then)")
+    curve_version = param.Integer(default=0, doc="bumped when the loss curve should be redrawn")
+
+    def __init__(self, state: ExplorerState, session: TrainingSession | None = None, boundary=None, **params):
         super().__init__(**params)
         self.state = state
-        self.session = session or TrainingSession(state)
+        self.session = session or TrainingSession(state, boundary=boundary)
+        self._curve_drawn = (None, -1.0)  # (events_version drawn, time of the draw)
         self.start_button = pn.widgets.Button(label="Start training", button_type="primary")
         self.cancel_button = pn.widgets.Button(label="Cancel training", button_type="danger", disabled=True)
         self.back_button = pn.widgets.Button(label="Back to the previous model",
@@ -51,6 +71,7 @@ class TrainingView(pn.viewable.Viewer):
         self.back_button.on_click(guarded(state, lambda event: state.back_to_previous_model()))
         state.param.watch(self._on_bundle, "bundle_version")
         self.session.param.watch(self._on_progress, ["events_version", "phase"])
+        self.param.watch(lambda event: self._refresh_curve(), "shown")
         self._callback = None
         if pn.state.curdoc is not None:
             pn.state.on_session_destroyed(self._on_session_destroyed)
@@ -80,6 +101,7 @@ class TrainingView(pn.viewable.Viewer):
         except Exception as error:  # noqa: BLE001 -- the page must survive every failure
             self.state.report(error)
             watching = False
+        self._refresh_curve()
         if not watching and self._callback is not None:
             self._callback.stop()
 
@@ -90,7 +112,19 @@ class TrainingView(pn.viewable.Viewer):
         threading.Thread(target=self.session.close, name="galexplore-cancel", daemon=True).start()
 
     # ---------------------------------------------------------------- display
+    def _refresh_curve(self, force: bool = False) -> None:
+        """Ask for a loss-curve redraw if the events changed, the tab is shown and the last
+        redraw is at least `CURVE_PERIOD_S` old (``force``: whenever the events changed)."""
+        version, drawn_at = self._curve_drawn
+        now = time.monotonic()
+        if version == self.session.events_version or not self.shown:
+            return
+        if force or now - drawn_at >= CURVE_PERIOD_S:
+            self._curve_drawn = (self.session.events_version, now)
+            self.curve_version += 1
+
     def _on_progress(self, *events) -> None:
+        self._refresh_curve(force=not self.session.active)  # the final curve is always drawn
         active = self.session.active
         self.progress.value = int(round(100 * self.session.progress_fraction()))
         self.start_button.disabled = active
@@ -103,7 +137,7 @@ class TrainingView(pn.viewable.Viewer):
     def _status(self, events_version, phase) -> str:
         return self.session.status_text()
 
-    def _curves(self, events_version):
+    def _curves(self, curve_version):
         job = self.session.job
         return loss_curves(list(job.events) if job is not None else [])
 
@@ -111,7 +145,9 @@ class TrainingView(pn.viewable.Viewer):
         s = self.session
         settings = pn.Column(
             pn.widgets.Select.from_param(s.param.what, label="Train"),
-            pn.widgets.Select.from_param(s.param.target, label="Regressor target column"),
+            pn.widgets.Select.from_param(s.param.target, label="Target column (regressor or MLP head)"),
+            pn.widgets.Select.from_param(s.param.head_labels, label="MLP head learns"),
+            pn.widgets.FloatInput.from_param(s.param.threshold, label="MLP head: class 1 above"),
             pn.widgets.IntInput.from_param(s.param.epochs, label="Epochs"),
             pn.widgets.IntInput.from_param(s.param.images_per_epoch, label="Images per epoch"),
             pn.widgets.IntInput.from_param(s.param.batch_size, label="Batch size"),
@@ -122,7 +158,9 @@ class TrainingView(pn.viewable.Viewer):
             pn.Row(self.start_button, self.cancel_button),
             self.back_button,
             pn.pane.Markdown("Runs in a separate process (one at a time per server; others queue). "
-                             "On the CPU it uses every core but one, so the explorer stays responsive. "
+                             "On the CPU it runs at low priority on every core but one, so the explorer "
+                             "stays responsive. An MLP head trains on the current model's latents; its "
+                             "predictions become the columns pred_head_<target> of the table. "
                              "Checkpoints go to your models directory.", width=400),
             width=420,
         )
@@ -130,7 +168,7 @@ class TrainingView(pn.viewable.Viewer):
             self.progress,
             pn.pane.Markdown(pn.bind(self._status, s.param.events_version, s.param.phase),
                              css_classes=["training-status"], width=520),
-            pn.pane.HoloViews(pn.bind(self._curves, s.param.events_version)),
+            pn.pane.HoloViews(pn.bind(self._curves, self.param.curve_version)),
             width=540,
         )
         return pn.Row(settings, follow)
