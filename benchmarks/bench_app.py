@@ -4,15 +4,15 @@ Server side, for 10^5, 10^6 and 10^7 synthetic clustered points (the generator o
 bench_selection.py), each size in a fresh process so that its peak memory is its own:
   * re-render of the latent map (800 x 800) after a zoom, through the app's own
     HoloViews/Datashader pipeline (`LatentView`: rasterize + dynspread of the colour layer,
-    the selection layer and the hover layer), and the bytes of the image sent; baseline: a
+    the selection layer and the hover layer), and the bytes of the two images sent; baseline: a
     plain Bokeh scatter, i.e. serialising every point (bench_render.py's `bokeh_payload`);
   * lasso through `ExplorerState.select_polygon` (first one builds the `PointIndex`);
     baseline: ``matplotlib.path.Path.contains_points``;
   * the nearest galaxy to a click; baseline: a brute-force numpy distance scan;
   * peak resident memory (RSS) of the process; baseline: the bytes of the table itself.
 With the sample data (or --dataset/--model):
-  * click to detail view: the maps of the clicked galaxy (`galaxy_detail` + `detail_png`),
-    then the deferred part (saliency, 8 neighbour thumbnails); baseline: the naive path
+  * click to detail view (torch on `SERVER_TORCH_THREADS` threads, as the server runs it):
+    the maps of the clicked galaxy (`galaxy_detail` + `detail_png`), then the deferred part (saliency, 8 neighbour thumbnails); baseline: the naive path
     (everything, saliency included, drawn as one Matplotlib figure, neighbours drawn one
     by one with Matplotlib);
   * in headless Chromium (Playwright) against a freshly started `galexplore serve`: start to
@@ -102,9 +102,10 @@ def measure_size(n: int, seed: int) -> dict:
             zoom(k)
             times.append(time.perf_counter() - t)
         out["rerender_s"] = min(times)
-        image = plot.subplots[("Image", "I")].handles["source"].data["image"][0]
-        out["rerender_bytes"] = bokeh_payload({"image": [image]})
-        out["image_shape"] = list(np.shape(image))
+        images = [subplot.handles["source"].data["image"][0] for key, subplot in plot.subplots.items()
+                  if key[0] == "Image"]  # the colour layer and the selection layer
+        out["rerender_bytes"] = bokeh_payload({"image": images})
+        out["image_shape"] = list(np.shape(images[0]))
         t = time.perf_counter()
         out["bokeh_bytes"] = bokeh_payload({"x": x, "y": y})
         out["bokeh_s"] = time.perf_counter() - t

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 TARGET_RATIO = 1.5
 
@@ -126,9 +127,10 @@ def main() -> None:
     from galexplore.paths import SAMPLE_DATASET
     from galexplore.ui.bundle import load_bundle
     from galexplore.ui.latent_view import LatentView
-    from galexplore.ui.layout import warm_up
+    from galexplore.ui.layout import SERVER_TORCH_THREADS, warm_up
     from galexplore.ui.state import ExplorerState
 
+    torch.set_num_threads(SERVER_TORCH_THREADS)  # as `galexplore serve` runs the server
     hv.extension("bokeh")
     renderer = hv.renderer("bokeh")
     root = Path(tempfile.mkdtemp(prefix="galexplore-bench-"))

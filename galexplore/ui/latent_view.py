@@ -7,8 +7,9 @@ once fewer than `HOVER_LIMIT` galaxies are in view, invisible points that carry 
 tooltips. Lasso, box and tap gestures go to `ExplorerState`, which selects server-side
 with `galexplore.analysis.selection.PointIndex` (exact polygon test).
 
-Speed: the colour layer is sent as float32 (half the bytes of Datashader's float64 mean);
-the selection layer and outline are redrawn in the tick after a gesture, so the selection
+Speed: both rasterised layers are sent as float32 (Datashader's mean, and the counts that
+HoloViews turns into float64 to mark empty pixels NaN, are float64: twice the bytes); the
+selection layer and outline are redrawn in the tick after a gesture, so the selection
 count reaches the browser first.
 """
 
@@ -45,12 +46,25 @@ def points_element(frame: pd.DataFrame, xlabel: str, ylabel: str, value_label: s
 
 
 def as_float32(image: hv.Image) -> hv.Image:
-    """The aggregate ``image`` with float32 values (Datashader's mean is float64): half the
-    bytes sent to the browser, and colour-exact to 7 significant digits."""
-    data = image.data
-    if all(data[v.name].dtype == np.float32 or data[v.name].dtype.kind != "f" for v in image.vdims):
-        return image
-    return image.clone(data.astype({v.name: np.float32 for v in image.vdims if data[v.name].dtype.kind == "f"}))
+    """The aggregate ``image`` with float32 values and empty pixels NaN: half the bytes of
+    float64 sent to the browser, exact for counts below 2**24 and to 7 significant digits
+    otherwise. A value dimension's ``nodata`` (0 for counts) becomes NaN here, since HoloViews
+    would otherwise turn it into NaN itself, in float64, when the plot reads the image."""
+    if image.interface.datatype != "xarray":  # rasterize gives xarray already
+        image = image.clone(datatype=["xarray"])
+    data, vdims = image.data, []
+    for dim in image.vdims:
+        values = data[dim.name]
+        if dim.nodata is None and not (values.dtype.kind == "f" and values.dtype.itemsize > 4):
+            vdims.append(dim)
+            continue
+        values = values.astype(np.float32)
+        if dim.nodata is not None:
+            values = values.where(values != dim.nodata)
+        data = data.assign({dim.name: values})
+        vdims.append(dim.clone(nodata=None))
+    # the grid is unchanged: pass its densities rather than recompute them (an empty layer has zero extent)
+    return image.clone(data, vdims=vdims, xdensity=image.xdensity, ydensity=image.ydensity)
 
 
 def boundary_path(projection: str, r: float | None, extent: tuple[float, float]) -> hv.Path:
@@ -99,7 +113,7 @@ class LatentView(pn.viewable.Viewer):
         selection_stream = hv.streams.Params(self, ["selection_drawn"])
         selected_points = hv.DynamicMap(self._selected_points, streams=[selection_stream])
         selected = dynspread(rasterize(selected_points, aggregator=ds.count(), width=width,
-                                       height=height), threshold=0.6, max_px=MAX_SPREAD_PX)
+                                       height=height).apply(as_float32), threshold=0.6, max_px=MAX_SPREAD_PX)
         selected = selected.opts(hv.opts.Image(cmap=[SELECTION_COLOUR], alpha=0.85, colorbar=False))
 
         outline = hv.DynamicMap(self._outline, streams=[selection_stream]).opts(

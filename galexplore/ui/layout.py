@@ -154,7 +154,7 @@ def message_pane(state: ExplorerState) -> pn.viewable.Viewable:
 def on_first_view(build) -> pn.viewable.Viewable:
     """A placeholder that calls ``build()`` (no arguments, returns anything Panel shows) the
     first time it is rendered, e.g. when its tab of a ``pn.Tabs(dynamic=True)`` is opened."""
-    return pn.panel(build, lazy=True, loading_indicator=False)
+    return pn.param.ParamFunction(build, lazy=True, loading_indicator=False)
 
 
 def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, selections_dir=None,
@@ -266,12 +266,11 @@ def warm_up() -> None:
                 state.select_polygon(np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0]]) + [1.0, 0.0])
                 state.click(1.0, 0.0)
         plot.cleanup()
-    # Datashader compiles one spreading kernel per dtype, size and memory layout: the colour
-    # layer (float32), the density and selection layers (uint32), C-contiguous as rasterize
-    # makes them, for every spread that dynspread may choose (HoloViews' default operator)
-    for dtype in (np.float32, np.uint32):
-        for px in range(1, MAX_SPREAD_PX + 1):
-            tf.spread(xr.DataArray(np.ones((2 * px + 3, 2 * px + 3), dtype=dtype)), px=px)
+    # Datashader compiles one spreading kernel per dtype, size and memory layout: the map's
+    # layers are float32 (`as_float32`) and C-contiguous, and dynspread may choose any spread
+    # up to MAX_SPREAD_PX (with HoloViews' default operator)
+    for px in range(1, MAX_SPREAD_PX + 1):
+        tf.spread(xr.DataArray(np.ones((2 * px + 3, 2 * px + 3), dtype=np.float32)), px=px)
     # ...and one aggregation kernel per reduction and type of the plot's range: float, or an
     # int 0 where HoloViews clips an axis at zero
     frame = pd.DataFrame({"x": latent[:, 0], "y": latent[:, 1], "value": latent[:, 2]})
