@@ -31,3 +31,16 @@ def isolated_user_cache(tmp_path_factory) -> Path:
         os.environ.pop("GALEXPLORE_DATA_DIR", None)
     else:
         os.environ["GALEXPLORE_DATA_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    from ui_fixtures import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -17,20 +16,10 @@ import pandas as pd
 import pytest
 from matplotlib.path import Path as MplPath
 
-from ui_fixtures import build_ui_fixture, write_velocity_fits
+from ui_fixtures import ARTIFACTS, TIMEOUT_MS, build_ui_fixture, write_velocity_fits, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--headless=new"]
-TIMEOUT_MS = 90_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +42,9 @@ def server(tmp_path_factory):
         states.append(app.explorer_state)
         return app
 
-    port = _free_port()
-    thread = pn.serve({"/": session}, port=port, address="localhost", show=False, threaded=True,
-                      websocket_origin=[f"localhost:{port}"])
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                break
-        time.sleep(0.2)
-    yield {"url": f"http://localhost:{port}/", "states": states, "root": root}
+    url, thread = serve_in_thread(session)
+    yield {"url": url, "states": states, "root": root}
     thread.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _open(browser, server):

@@ -10,27 +10,16 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ui_fixtures import build_ui_fixture
+from ui_fixtures import ARTIFACTS, TIMEOUT_MS, build_ui_fixture, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--headless=new"]
-TIMEOUT_MS = 90_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,31 +44,13 @@ def server(tmp_path_factory):
         states.append(app.explorer_state)
         return app
 
-    port = _free_port()
-    thread = pn.serve({"/": session}, port=port, address="localhost", show=False, threaded=True,
-                      websocket_origin=[f"localhost:{port}"])
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                break
-        time.sleep(0.2)
-    yield {"url": f"http://localhost:{port}/", "states": states, "root": root}
+    url, thread = serve_in_thread(session)
+    yield {"url": url, "states": states, "root": root}
     thread.stop()
     if saved_env is None:
         os.environ.pop("GALEXPLORE_DATA_DIR", None)
     else:
         os.environ["GALEXPLORE_DATA_DIR"] = saved_env
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _orange_pixels(png: bytes) -> int:

@@ -7,11 +7,45 @@ and inclination are exact by construction; the model is an untrained index-free 
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+#: Screenshots of the browser tests (git-ignored).
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+#: Debian's Chromium, headless, kept off the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--headless=new"]
+TIMEOUT_MS = 90_000
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def serve_in_thread(session) -> tuple[str, object]:
+    """Serve a Panel session factory on a free localhost port; return (url, server thread)
+    once the port accepts connections."""
+    import panel as pn
+
+    port = free_port()
+    thread = pn.serve({"/": session}, port=port, address="localhost", show=False, threaded=True,
+                      websocket_origin=[f"localhost:{port}"])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("localhost", port)) == 0:
+                break
+        time.sleep(0.2)
+    return f"http://localhost:{port}/", thread
+
 
 CHANNELS = ["mom0", "mom1", "mom2", "env"]
 UNITS = {"mom0": "Jy/beam km/s", "mom1": "km/s", "mom2": "km/s", "env": "counts"}
