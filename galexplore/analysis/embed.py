@@ -36,7 +36,7 @@ class LoadedModel:
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(self.path, device=self.device)
         self.model.eval()
-        self.hash = self.card.model_hash(self.model) if hasattr(self.card, "model_hash") else None
+        self.hash = self.card.model_hash(self.model)
 
     @property
     def name(self) -> str:
