@@ -9,14 +9,13 @@ from __future__ import annotations
 import io
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.path import Path as MplPath
 
-from ui_fixtures import ARTIFACTS, TIMEOUT_MS, build_ui_fixture, write_velocity_fits, serve_in_thread
+from ui_fixtures import ARTIFACTS, TIMEOUT_MS, explorer_server, write_velocity_fits
 
 pytestmark = pytest.mark.browser
 
@@ -24,27 +23,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import holoviews as hv
-    import panel as pn
-
-    from galexplore.ui.layout import build_app, warm_up
-
-    root = tmp_path_factory.mktemp("browser")
-    dataset, model = build_ui_fixture(root, n=300)
-    pn.extension("tabulator", notifications=True)
-    hv.extension("bokeh")
-    warm_up()
-    states = []
-
-    def session():
-        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections",
-                        real_overlay=False)
-        states.append(app.explorer_state)
-        return app
-
-    url, thread = serve_in_thread(session)
-    yield {"url": url, "states": states, "root": root}
-    thread.stop()
+    with explorer_server(tmp_path_factory.mktemp("browser")) as served:
+        yield served
 
 
 def _open(browser, server):

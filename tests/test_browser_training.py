@@ -11,12 +11,11 @@ import io
 import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ui_fixtures import ARTIFACTS, TIMEOUT_MS, build_ui_fixture, serve_in_thread
+from ui_fixtures import ARTIFACTS, TIMEOUT_MS, explorer_server
 
 pytestmark = pytest.mark.browser
 
@@ -24,33 +23,17 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import holoviews as hv
-    import panel as pn
-
-    from galexplore.ui.layout import build_app, warm_up
-
     root = tmp_path_factory.mktemp("browser-training")
-    dataset, model = build_ui_fixture(root, n=300)
     saved_env = os.environ.get("GALEXPLORE_DATA_DIR")
     os.environ["GALEXPLORE_DATA_DIR"] = str(root / "user")  # the user's models directory
-    pn.extension("tabulator", notifications=True)
-    hv.extension("bokeh")
-    warm_up()
-    states = []
-
-    def session():
-        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections",
-                        real_overlay=False)
-        states.append(app.explorer_state)
-        return app
-
-    url, thread = serve_in_thread(session)
-    yield {"url": url, "states": states, "root": root}
-    thread.stop()
-    if saved_env is None:
-        os.environ.pop("GALEXPLORE_DATA_DIR", None)
-    else:
-        os.environ["GALEXPLORE_DATA_DIR"] = saved_env
+    try:
+        with explorer_server(root) as served:
+            yield served
+    finally:
+        if saved_env is None:
+            os.environ.pop("GALEXPLORE_DATA_DIR", None)
+        else:
+            os.environ["GALEXPLORE_DATA_DIR"] = saved_env
 
 
 def _orange_pixels(png: bytes) -> int:

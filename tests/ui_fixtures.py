@@ -7,6 +7,7 @@ and inclination are exact by construction; the model is an untrained index-free 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -45,6 +46,36 @@ def serve_in_thread(session) -> tuple[str, object]:
                 break
         time.sleep(0.2)
     return f"http://localhost:{port}/", thread
+
+
+@contextlib.contextmanager
+def explorer_server(root: Path):
+    """Serve the explorer on a 300-galaxy fixture under ``root``, one app per browser session.
+
+    Yields ``{"url", "states" (each session's ExplorerState, in order), "root"}``.
+    """
+    import holoviews as hv
+    import panel as pn
+
+    from galexplore.ui.layout import build_app, warm_up
+
+    dataset, model = build_ui_fixture(root, n=300)
+    pn.extension("tabulator", notifications=True)
+    hv.extension("bokeh")
+    warm_up()
+    states = []
+
+    def session():
+        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections",
+                        real_overlay=False)
+        states.append(app.explorer_state)
+        return app
+
+    url, thread = serve_in_thread(session)
+    try:
+        yield {"url": url, "states": states, "root": root}
+    finally:
+        thread.stop()
 
 
 CHANNELS = ["mom0", "mom1", "mom2", "env"]
