@@ -115,8 +115,12 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from galexplore.ui.layout import serve
 
+    if args.allow_remote:
+        print("galexplore: warning: --allow-remote serves the explorer to every host that can reach this "
+              "machine, without authentication; anyone there can open your allowed directories and run "
+              "training jobs. Use it only on a trusted network.", file=sys.stderr)
     serve(dataset=args.dataset, model=args.model, port=args.port, show=not args.no_browser,
-          allowed_dirs=args.allow)
+          allowed_dirs=args.allow, allow_remote=args.allow_remote)
     return 0
 
 
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true")
     p.add_argument("--allow", metavar="DIR", type=Path, action="append", default=[],
                    help="a directory the page may open datasets and checkpoints from (repeatable)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="listen on every interface and accept other hosts (no authentication: trusted networks only)")
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -16,6 +16,7 @@ from galexplore.models.cae import DawsonCAE, IndexFreeCAE
 from galexplore.models.checkpoint import (
     ModelCard,
     check_compatible,
+    compute_card_checksum,
     compute_model_hash,
     load_checkpoint,
     save_checkpoint,
@@ -110,10 +111,19 @@ def test_hash_covers_weights_and_output_relevant_card_fields():
     assert card.model_hash(model) == reference
 
 
-def test_saved_checksum_is_the_model_hash(saved):
+def _rechecksum(directory, card: dict) -> None:
+    """Write ``card`` with a checksum that matches the weights on disk (a consistent but wrong card)."""
+    state = safetensors.torch.load_file(directory / "model.safetensors")
+    card["checksum"] = compute_card_checksum(state, ModelCard.from_json(json.dumps({**card, "checksum": ""})))
+    (directory / "card.json").write_text(json.dumps(card))
+
+
+def test_saved_checksum_covers_weights_and_card_and_the_model_hash_survives_loading(saved):
     model, directory = saved
     loaded, card = load_checkpoint(directory)
-    assert card.checksum == card.model_hash(model) == card.model_hash(loaded)
+    state = safetensors.torch.load_file(directory / "model.safetensors")
+    assert card.checksum == compute_card_checksum(state, card)
+    assert card.model_hash(model) == card.model_hash(loaded) != card.checksum
 
 
 def test_tampered_weights_are_refused(saved):
@@ -138,8 +148,7 @@ def test_weights_of_another_architecture_are_reported_by_name(saved):
     _, directory = saved
     card = json.loads((directory / "card.json").read_text())
     card["hyperparameters"] = {"in_channels": 1, "latent_dim": 4}
-    card["checksum"] = ""  # a hand-made card without checksum: the shape check must still catch it
-    (directory / "card.json").write_text(json.dumps(card))
+    _rechecksum(directory, card)  # a card written for other weights: the shape check must catch it
     with pytest.raises(ModelError, match=r"wrong shapes.*lc1\.weight: file \(3, 4096\), model \(4, 4096\)"):
         load_checkpoint(directory)
 
@@ -149,9 +158,7 @@ def test_missing_and_unexpected_tensors_are_listed(saved):
     state = safetensors.torch.load_file(directory / "model.safetensors")
     state["extra.weight"] = state.pop("trans4.bias")
     safetensors.torch.save_file(state, directory / "model.safetensors")
-    card = json.loads((directory / "card.json").read_text())
-    card["checksum"] = ""
-    (directory / "card.json").write_text(json.dumps(card))
+    _rechecksum(directory, json.loads((directory / "card.json").read_text()))
     with pytest.raises(ModelError, match=r"missing tensors \['trans4.bias'\].*unexpected tensors \['extra.weight'\]"):
         load_checkpoint(directory)
 

@@ -10,6 +10,7 @@ import pytest
 import galexplore.ui.layout as layout
 from galexplore.cli import build_parser, main
 from galexplore.errors import ModelError
+from galexplore.explorer.access import allowed_directories
 from galexplore.paths import SAMPLE_DATASET, sample_model_dirs
 from ui_fixtures import build_ui_fixture
 
@@ -32,7 +33,7 @@ def test_allow_is_repeatable_and_reaches_serve(monkeypatch, tmp_path):
 
 
 def test_allowed_directories_hold_the_extra_ones(tmp_path):
-    dirs = layout.allowed_directories(SAMPLE_DATASET, "dawson2020", extra=[tmp_path])
+    dirs = allowed_directories(SAMPLE_DATASET, "dawson2020", extra=[tmp_path])
     assert tmp_path.resolve() in dirs and SAMPLE_DATASET.parent.resolve() in dirs
 
 

@@ -18,7 +18,7 @@ import torch
 
 from galexplore.data.dataset import Dataset, open_dataset
 from galexplore.data.recipes import get_recipe
-from galexplore.models.checkpoint import ModelCard, check_compatible, load_checkpoint
+from galexplore.models.checkpoint import ModelCard, check_compatible, file_stem, load_checkpoint
 from galexplore.models.device import resolve_device
 from galexplore.models.zoo import resolve_model
 from galexplore.paths import data_dir
@@ -124,7 +124,7 @@ def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndar
 
 def cache_candidates(model: LoadedModel, dataset: Dataset) -> list[Path]:
     """Where the embedding of ``model`` on ``dataset`` may be cached: beside the dataset, then the user cache."""
-    name = f"{model.card.name}-{model.hash[:16]}-{dataset.fingerprint[:16]}.parquet"
+    name = f"{file_stem(model.card.name)}-{model.hash[:16]}-{dataset.fingerprint[:16]}.parquet"
     return [Path(dataset.path) / "embeddings" / name, data_dir() / "embeddings" / name]
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -56,6 +57,13 @@ MAPS_DIR = "maps"
 CATALOG_DIR = "catalog"
 #: Catalogue rows buffered by a writer before they are written as one Parquet part.
 CATALOG_PART_ROWS = 1 << 20
+#: Largest number of channels and map side (pixels) a manifest may declare.
+MAX_CHANNELS = 64
+MAX_MAP_SIZE = 4096
+#: The only file names a manifest may list: chunk files of its storage kind and catalogue parts.
+CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}{re.escape(suffix)}")
+                      for kind, suffix in CHUNK_SUFFIX.items()}
+PART_FILE_PATTERN = re.compile(rf"{CATALOG_DIR}/part-\d{{10}}\.parquet")
 
 
 def _read_manifest(path: Path) -> dict:
@@ -78,13 +86,61 @@ def _read_manifest(path: Path) -> dict:
         raise DatasetError(f"{file} has format version {version!r}, but this galexplore reads only "
                            f"version {FORMAT_VERSION}; use the galexplore version that wrote it, or "
                            "regenerate the dataset.")
-    n_maps = manifest["n_maps"]
-    in_chunks = sum(c["n_maps"] for c in manifest["chunks"])
-    in_catalog = sum(p["n_rows"] for p in manifest["catalog_parts"])
-    if in_chunks != n_maps or in_catalog != n_maps:
-        raise DatasetError(f"{file} is inconsistent: {n_maps} maps declared, {in_chunks} in the map "
-                           f"store, {in_catalog} catalogue rows; regenerate the dataset.")
+    _check_manifest(manifest, file)
     return manifest
+
+
+def _is_count(value, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_manifest(manifest: dict, file: Path) -> None:
+    """Raise DatasetError unless every field the reader uses is present, of the right type
+    and consistent, and every listed file is a plain name inside the dataset directory."""
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"{file} is damaged: {what}; regenerate the dataset (or restore the manifest).")
+
+    for key, kind in (("n_maps", int), ("map_shape", list), ("channels", list), ("storage", dict),
+                      ("chunks", list), ("catalog_parts", list)):
+        if not isinstance(manifest.get(key), kind):
+            raise bad(f"field {key!r} is missing or not a JSON {kind.__name__}")
+    if not _is_count(manifest["n_maps"]):
+        raise bad(f"n_maps is {manifest['n_maps']!r}, not a count")
+    shape = manifest["map_shape"]
+    if len(shape) != 3 or not all(_is_count(v, 1) for v in shape) or shape[0] > MAX_CHANNELS \
+            or not shape[1] == shape[2] <= MAX_MAP_SIZE:
+        raise bad(f"map_shape {shape!r} is not [channels <= {MAX_CHANNELS}, size, size] with size <= {MAX_MAP_SIZE}")
+    channels = manifest["channels"]
+    if len(channels) != shape[0] or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("unit"), str)
+            for c in channels):
+        raise bad("channels must list a {name, unit} pair of strings per channel of map_shape")
+    storage = manifest["storage"]
+    if storage.get("kind") not in STORAGE_KINDS or not _is_count(storage.get("chunk_maps"), 1):
+        raise bad(f"storage {storage!r} needs a kind in {STORAGE_KINDS} and a positive chunk_maps")
+    quantisation = storage.get("quantisation")
+    if storage["kind"] == "compact" and not (
+            isinstance(quantisation, list) and len(quantisation) == shape[0]
+            and all(isinstance(q, dict) and q.get("mode") in ("absolute", "relative")
+                    and isinstance(q.get("step"), (int, float)) and q["step"] > 0 for q in quantisation)):
+        raise bad("compact storage needs one {mode, step > 0} quantisation per channel")
+    pattern = CHUNK_FILE_PATTERN[storage["kind"]]
+    for entries, count_key, file_pattern in ((manifest["chunks"], "n_maps", pattern),
+                                              (manifest["catalog_parts"], "n_rows", PART_FILE_PATTERN)):
+        start = 0
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                    or not file_pattern.fullmatch(entry["file"]):
+                raise bad(f"listed file {entry.get('file') if isinstance(entry, dict) else entry!r} is not a "
+                          "file name the dataset format writes (files must lie inside the dataset directory)")
+            if not _is_count(entry.get(count_key), 1) or entry.get("start", start) != start:
+                raise bad(f"entry {entry['file']} has {count_key} {entry.get(count_key)!r} and start "
+                          f"{entry.get('start')!r}; expected a positive count starting at {start}")
+            start += entry[count_key]
+        if start != manifest["n_maps"]:
+            raise bad(f"{manifest['n_maps']} maps declared, but the {count_key} of its files add up to {start}")
+    if not isinstance(manifest.get("provenance", {}), dict):
+        raise bad("provenance is not a JSON object")
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -213,6 +269,9 @@ class Dataset:
             if not p.is_file():
                 raise DatasetError(f"catalogue part {p} is missing; the dataset is incomplete: "
                                    "regenerate it (or restore the file).")
+            if not p.resolve().is_relative_to(self.path.resolve()):
+                raise DatasetError(f"catalogue part {p.name} is a link to a file outside the dataset "
+                                   f"directory {self.path}; galexplore reads only files inside it.")
         return paths
 
     @property

@@ -212,6 +212,9 @@ class ChunkReader:
             raise DatasetError(
                 f"map chunk file {path} (maps {self.starts[chunk]}..{self.starts[chunk + 1] - 1}) is "
                 "missing; the dataset is incomplete: regenerate it (or restore the file).")
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise DatasetError(f"map chunk file {self.files[chunk]} is a link to a file outside the dataset "
+                               f"directory {self.root}; galexplore reads only files inside it.")
         return path
 
     def _open_raw(self, chunk: int) -> np.ndarray:

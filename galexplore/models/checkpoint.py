@@ -2,10 +2,16 @@
 
 Loading never unpickles anything: safetensors holds raw tensors only, and the card is
 JSON. The model is rebuilt from the registry with the card's hyperparameters and the
-weights are loaded with ``strict=True``. ``card.model_hash(model)`` (SHA-256 of the weights
-and of every card field that changes the model's outputs) is written on save and verified on
-load (stored as ``card.checksum``), so edited weights or an edited card are caught before
-any inference.
+weights are loaded with ``strict=True``.
+
+Two digests:
+
+- ``card.checksum``: SHA-256 of the weights and of *every* card field (all but the checksum
+  itself), written on save and verified on load. Edited weights, or any edited card field
+  (a name, a metric, a boundary), are caught before anything uses them; a card without a
+  checksum is refused.
+- ``card.model_hash(model)``: SHA-256 of the weights and of the card fields that change what
+  the model computes; the key of cached embeddings.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -42,6 +49,17 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 # Card fields that do not change what the model computes, left out of ``model_hash``.
 _UNHASHED_FIELDS = frozenset({"name", "training_data", "metrics", "created", "galexplore_version", "checksum"})
+#: Largest card.json read (cards are a few kB; boundaries and metrics add little).
+MAX_CARD_BYTES = 4 * 2**20
+#: Longest model name accepted (it is shown in the page and in file names).
+MAX_NAME_LENGTH = 200
+#: JSON type of each card field, checked when a card is read or saved.
+_FIELD_TYPES: dict[str, type] = {
+    "name": str, "architecture": str, "hyperparameters": dict, "channels": list, "recipe": str,
+    "input_size": int, "latent_names": list, "outputs": list, "output_units": dict,
+    "training_data": dict, "metrics": dict, "extras": dict, "created": str,
+    "galexplore_version": str, "checksum": str,
+}
 
 
 def _utc_now() -> str:
@@ -142,7 +160,37 @@ class ModelCard:
         if unknown:
             warnings.warn(f"model card fields {unknown} are unknown to galexplore {__version__} and are ignored",
                           stacklevel=2)
-        return cls(**{key: value for key, value in data.items() if key in names})
+        fields = {key: value for key, value in data.items() if key in names}
+        check_card_fields(fields)
+        return cls(**fields)
+
+
+def check_card_fields(fields: Mapping[str, Any]) -> None:
+    """Raise ModelError for card fields of the wrong JSON type or an unusable name."""
+    for key, value in fields.items():
+        expected = _FIELD_TYPES[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ModelError(f"model card field {key!r} must be a JSON {expected.__name__}, got "
+                             f"{type(value).__name__}; re-save the checkpoint")
+    for key in ("channels", "latent_names", "outputs"):
+        if not all(isinstance(item, str) for item in fields.get(key, [])):
+            raise ModelError(f"model card field {key!r} must be a list of strings; re-save the checkpoint")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in fields.get("output_units", {}).items()):
+        raise ModelError("model card field 'output_units' must map names to unit strings; re-save the checkpoint")
+    size = fields.get("input_size", MODEL_SIZE)
+    if not 1 <= size <= MAX_INPUT_SIZE:
+        raise ModelError(f"model card field 'input_size' is {size}; it must lie in 1..{MAX_INPUT_SIZE}")
+    name = fields.get("name", "")
+    if not name.strip() or len(name) > MAX_NAME_LENGTH or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ModelError(f"the model card's name must be 1 to {MAX_NAME_LENGTH} printable characters; "
+                         "re-save the checkpoint under another name")
+
+
+def file_stem(name: str, max_length: int = 60) -> str:
+    """A file-name-safe stem of a model name: letters, digits, '.', '_' and '-' only, never
+    starting with a dot, never empty (so no name can reach another directory)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._-")[:max_length]
+    return stem or "model"
 
 
 def _json_default(value: Any) -> Any:
@@ -155,6 +203,15 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"model card value of type {type(value).__name__} cannot be written as JSON")
+
+
+def _update_with_weights(digest: Any, state_dict: Mapping[str, torch.Tensor]) -> None:
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def compute_model_hash(state_dict: Mapping[str, torch.Tensor], card: ModelCard) -> str:
@@ -174,14 +231,18 @@ def compute_model_hash(state_dict: Mapping[str, torch.Tensor], card: ModelCard) 
         64 hexadecimal characters.
     """
     digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(repr(tuple(tensor.shape)).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _update_with_weights(digest, state_dict)
     hashed = {key: value for key, value in dataclasses.asdict(card).items() if key not in _UNHASHED_FIELDS}
     digest.update(json.dumps(hashed, sort_keys=True, default=_json_default).encode())
+    return digest.hexdigest()
+
+
+def compute_card_checksum(state_dict: Mapping[str, torch.Tensor], card: ModelCard) -> str:
+    """SHA-256 hex digest of the weights and of every card field except ``checksum``."""
+    digest = hashlib.sha256(b"galexplore-card-checksum-v2\n")
+    _update_with_weights(digest, state_dict)
+    fields = {key: value for key, value in dataclasses.asdict(card).items() if key != "checksum"}
+    digest.update(json.dumps(fields, sort_keys=True, default=_json_default).encode())
     return digest.hexdigest()
 
 
@@ -202,7 +263,7 @@ def save_checkpoint(model: nn.Module, card: ModelCard, directory: str | os.PathL
 
     Each file is written to a temporary name and renamed into place; the card is written
     last, so a directory with a card always has the weights it describes.
-    ``card.checksum`` is set to ``card.model_hash(model)`` on the given card.
+    ``card.checksum`` is set on the given card (see the module docstring).
 
     Parameters
     ----------
@@ -221,7 +282,8 @@ def save_checkpoint(model: nn.Module, card: ModelCard, directory: str | os.PathL
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    card.checksum = compute_model_hash(state, card)
+    check_card_fields(dataclasses.asdict(card))
+    card.checksum = compute_card_checksum(state, card)
     write_atomically(
         directory / WEIGHTS_FILE,
         lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"}),
@@ -255,7 +317,15 @@ def read_card(directory: str | os.PathLike) -> ModelCard:
     if not card_path.is_file():
         raise ModelError(f"{directory} is not a galexplore checkpoint: {CARD_FILE} is missing. "
                          "Give a directory written by save_checkpoint or `galexplore train`.")
-    return ModelCard.from_json(card_path.read_text())
+    if card_path.stat().st_size > MAX_CARD_BYTES:
+        raise ModelError(f"{card_path} is {card_path.stat().st_size:,} bytes; a model card is at most "
+                         f"{MAX_CARD_BYTES:,}. It is not a galexplore card: re-save the checkpoint.")
+    try:
+        text = card_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelError(f"{card_path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                         "re-save the checkpoint") from err
+    return ModelCard.from_json(text)
 
 
 def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
@@ -300,14 +370,18 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"{weights_path} is not a readable safetensors file ({err}); "
                          "the checkpoint is corrupt: re-save or re-download it") from err
-    if card.checksum:
-        actual = compute_model_hash(state, card)
-        if actual != card.checksum:
-            raise ModelError(
-                f"checkpoint {directory} was modified after it was saved: the weights or the card do "
-                f"not match card.json's checksum ({card.checksum[:12]}... expected, "
-                f"{actual[:12]}... found). Re-save it with save_checkpoint or restore the original files."
-            )
+    if not card.checksum:
+        raise ModelError(
+            f"{directory / CARD_FILE} has no checksum, so nothing shows that the weights and the card belong "
+            "together and were not edited. Re-save the checkpoint with save_checkpoint (only if you trust it)."
+        )
+    actual = compute_card_checksum(state, card)
+    if actual != card.checksum:
+        raise ModelError(
+            f"checkpoint {directory} was modified after it was saved: the weights or the card do "
+            f"not match card.json's checksum ({card.checksum[:12]}... expected, "
+            f"{actual[:12]}... found). Re-save it with save_checkpoint or restore the original files."
+        )
     model = build_model(card.architecture, **card.hyperparameters)
     _check_state_matches(model, state, directory, card)
     model.load_state_dict(state, strict=True)

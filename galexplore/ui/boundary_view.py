@@ -30,6 +30,7 @@ from galexplore.ui.bundle import latent_columns
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.latent_view import boundary_path
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 VERTICAL = "vertical"
 METHODS = {"Dawson vertical boundary (folded r)": VERTICAL, "logistic regression": "logistic",
@@ -366,7 +367,7 @@ def metrics_markdown(fit: BoundaryFit | None) -> str:
     if fit is None:
         return "No boundary fitted in this session yet."
     cm = fit.confusion
-    lines = [f"**{fit.method}** on {', '.join(fit.features)}; labels: {fit.labels}",
+    lines = [f"**{literal(fit.method)}** on {literal(', '.join(fit.features))}; labels: {literal(fit.labels)}",
              f"Class 0: {fit.n_per_class[0]:,} galaxies, class 1: {fit.n_per_class[1]:,}",
              ""]
     if fit.position is not None:

@@ -22,6 +22,7 @@ from galexplore.ui.detail import (
 from galexplore.ui.map_images import Arrow, MapPanel, grid_png, map_limits
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 #: Colormap of each known channel; velocities are diverging and centred on zero.
 CHANNEL_CMAPS = {"mom0": "inferno", "mom1": "RdBu_r", "mom2": "viridis", "env": "magma"}
@@ -204,7 +205,7 @@ class DetailView(pn.viewable.Viewer):
         lines = ["| property | value | unit |", "|---|---|---|"]
         for name, value in {**detail.properties, **detail.predictions}.items():
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-            lines.append(f"| {name} | {shown} | {units.get(name, '')} |")
+            lines.append(f"| {literal(name)} | {literal(shown)} | {literal(units.get(name, ''))} |")
         if "pred_class" in detail.predictions and np.isfinite(detail.predictions["pred_class"]):
             cls = int(detail.predictions["pred_class"])
             lines.append(f"| kappa class | {'kappa > 0.5 (rotating)' if cls else 'kappa < 0.5 (disturbed)'} | |")
@@ -219,8 +220,8 @@ class DetailView(pn.viewable.Viewer):
         if detail is None:
             return
         if not can_traverse(bundle):
-            self.traversal_note.object = (f"Model `{bundle.model.name}` needs the encoder's pooling indices to "
-                                          "decode, so it has no latent traversal.")
+            self.traversal_note.object = (f"Model {literal(bundle.model.name)} needs the encoder's pooling "
+                                          "indices to decode, so it has no latent traversal.")
             self.traversal.visible = False
             return
         values, decoded = latent_traversal(bundle, detail.row, self.traversal_axis, steps=TRAVERSAL_STEPS)

@@ -27,6 +27,7 @@ from holoviews.operation.datashader import dynspread, rasterize
 from galexplore.ui.colours import MARKER_COLOUR, SELECTION_COLOUR, axis_label
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 #: Colour of the decision boundary (dashed), visible on the white background and the colour maps.
 BOUNDARY_COLOUR = "#222222"
@@ -310,7 +311,8 @@ class LatentControls(pn.viewable.Viewer):
         if not filters:
             return "No filters: every galaxy is shown."
         units = self.state.units
-        lines = [f"- {c}: {lo:.4g} to {hi:.4g} {units.get(c, '')}".rstrip() for c, (lo, hi) in filters.items()]
+        lines = [f"- {literal(c)}: {lo:.4g} to {hi:.4g} {literal(units.get(c, ''))}".rstrip()
+                 for c, (lo, hi) in filters.items()]
         return "**Filters**\n" + "\n".join(lines)
 
     def __panel__(self):

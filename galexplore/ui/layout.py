@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,17 +18,17 @@ import holoviews as hv
 import panel as pn
 
 from galexplore.errors import GalexploreError, ModelError
-from galexplore.paths import SAMPLE_DATASET, SAMPLE_MODELS, data_dir, sample_model_dirs, user_models_dir
+from galexplore.explorer.access import allowed_directories, client_refusal, remote_allowed
+from galexplore.paths import SAMPLE_DATASET, SAMPLE_MODELS, sample_model_dirs, user_models_dir
 from galexplore.ui.bundle import load_bundle
 from galexplore.ui.detail_view import DetailView
 from galexplore.ui.latent_view import MAX_SPREAD_PX, LatentControls, LatentView
 from galexplore.ui.selection_view import SelectionCount, SelectionView
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 TITLE = "galexplore: what encoders learn about galaxies"
-#: Extra directories the page may open, separated by os.pathsep.
-ALLOWED_DIRS_ENV = "GALEXPLORE_ALLOWED_DIRS"
 
 
 #: Threads torch uses in the server process. Its forward passes are of one 64x64 galaxy at a
@@ -61,17 +60,6 @@ def default_model() -> str:
         if card.architecture.startswith(("cae", "dawson2020")) and len(card.channels) == 1:
             return str(directory)
     return str(dirs[0])
-
-
-def allowed_directories(dataset: Path, model: str, extra=()) -> list[Path]:
-    """Directories the page may open: the sample data and models, the user cache, the
-    given dataset's and model's parents, ``extra`` and ``$GALEXPLORE_ALLOWED_DIRS``."""
-    dirs = [SAMPLE_DATASET.parent, SAMPLE_DATASET.parent.parent / "assets", data_dir(), Path(dataset).parent]
-    if Path(model).exists():
-        dirs.append(Path(model).parent)
-    dirs += [Path(d) for d in extra]
-    dirs += [Path(d) for d in os.environ.get(ALLOWED_DIRS_ENV, "").split(os.pathsep) if d]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def known_models(current: str) -> list[str]:
@@ -145,10 +133,27 @@ def message_pane(state: ExplorerState) -> pn.viewable.Viewable:
     def alert(message: str, level: str):
         if not message:
             return pn.Spacer(height=0)
-        return pn.pane.Alert(message, alert_type=level, css_classes=["galexplore-message"],
+        return pn.pane.Alert(literal(message), alert_type=level, css_classes=["galexplore-message"],
                              sizing_mode="stretch_width")
 
     return pn.panel(pn.bind(alert, state.param.message, state.param.message_level))
+
+
+def session_refusal(allow_remote: bool | None = None) -> str | None:
+    """Why the client of the session being built may not use it (see
+    `galexplore.explorer.access.client_refusal`), or None; None outside a server session."""
+    document = pn.state.curdoc
+    context = getattr(document, "session_context", None) if document is not None else None
+    request = getattr(context, "request", None) if context is not None else None
+    if request is None:
+        return None
+    allow = remote_allowed() if allow_remote is None else allow_remote
+    return client_refusal(getattr(request, "remote_ip", None), request.headers.get("Origin"), allow)
+
+
+def refusal_page(message: str) -> pn.viewable.Viewable:
+    """The page a refused client sees."""
+    return pn.pane.Alert(literal(f"galexplore: {message}"), alert_type="danger")
 
 
 def on_first_view(build) -> pn.viewable.Viewable:
@@ -288,10 +293,13 @@ def warm_up_page(dataset, model, **build_kwargs) -> None:
     build_app(dataset, model, **build_kwargs).server_doc(Document())
 
 
-def serve(dataset=None, model=None, port: int = 5006, show: bool = True, address: str = "localhost",
-          threaded: bool = False, **build_kwargs):
-    """Serve the explorer on ``address:port`` (localhost by default); each browser session
-    gets its own state. Returns the server when ``threaded`` (it runs in a thread)."""
+def serve(dataset=None, model=None, port: int = 5006, show: bool = True, threaded: bool = False,
+          allow_remote: bool = False, **build_kwargs):
+    """Serve the explorer on localhost:``port``; each browser session gets its own state.
+
+    With ``allow_remote`` the server listens on every interface and takes clients from any
+    host and page origin: there is no authentication, so only on a trusted network.
+    Returns the server when ``threaded`` (it runs in a thread)."""
     import torch
 
     pn.extension("tabulator", notifications=True, sizing_mode="fixed")
@@ -304,10 +312,13 @@ def serve(dataset=None, model=None, port: int = 5006, show: bool = True, address
     warm_up_page(dataset, model, **build_kwargs)
 
     def session():
-        return build_app(dataset, model, **build_kwargs)
+        refusal = session_refusal(allow_remote)
+        return refusal_page(refusal) if refusal else build_app(dataset, model, **build_kwargs)
 
+    address = "0.0.0.0" if allow_remote else "localhost"
+    origins = ["*"] if allow_remote else [f"localhost:{port}", f"127.0.0.1:{port}"]
     try:
         return pn.serve({"/": session}, port=port, address=address, show=show, threaded=threaded,
-                        websocket_origin=[f"localhost:{port}", f"127.0.0.1:{port}"], title="galexplore")
+                        websocket_origin=origins, title="galexplore")
     except OSError as error:
-        raise GalexploreError(f"cannot serve on {address}:{port} ({error}); choose another --port") from error
+        raise GalexploreError(f"cannot serve on port {port} ({error}); choose another --port") from error

@@ -18,6 +18,7 @@ from galexplore.ui.detail import thumbnail_png
 from galexplore.ui.detail_view import CHANNEL_CMAPS, DIVERGING
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 GALLERY_SIZE = 24
 HISTOGRAM_BINS = 40
@@ -153,7 +154,7 @@ class SelectionView(pn.viewable.Viewer):
             order = np.argsort(-values if self.gallery_descending else values, kind="stable")
             rows = s.selection[order[:GALLERY_SIZE]]
             self.gallery_note.object = (f"First {rows.size} of {s.selection.size:,} selected, sorted by "
-                                        f"{self.gallery_sort} ({'descending' if self.gallery_descending else 'ascending'}).")
+                                        f"{literal(self.gallery_sort)} ({'descending' if self.gallery_descending else 'ascending'}).")
         bundle = s.bundle
         channel = bundle.model.card.channels[0]
         maps = np.asarray(bundle.dataset.maps[np.sort(rows)], dtype=np.float32) if rows.size else None
@@ -167,7 +168,7 @@ class SelectionView(pn.viewable.Viewer):
             self._gallery_ids[slot] = int(s.table["id"].iloc[row])
             self._gallery_images[slot].object = thumbnail_png(image, CHANNEL_CMAPS.get(channel, "viridis"),
                                                               symmetric=channel in DIVERGING)
-            self._gallery_labels[slot].object = f"{self.gallery_sort} = {s.table[self.gallery_sort].iloc[row]:.3g}"
+            self._gallery_labels[slot].object = f"{literal(self.gallery_sort)} = {s.table[self.gallery_sort].iloc[row]:.3g}"
             self._gallery_buttons[slot].name = f"id {self._gallery_ids[slot]}"
 
     def _show(self, slot: int) -> None:

@@ -137,13 +137,11 @@ class ExplorerState(param.Parameterized):
         self.set_bundle(load_bundle(dataset, model, progress_callback=progress_callback))
 
     def check_allowed(self, path: str | os.PathLike) -> Path:
-        """``path`` resolved, if it lies under one of the configured directories."""
-        resolved = Path(path).expanduser().resolve()
-        if not any(resolved == d or d in resolved.parents for d in self.allowed_dirs):
-            allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none"
-            raise ParameterError(f"{resolved} is outside the directories this server may open ({allowed}); "
-                                 "restart `galexplore serve` with --allow DIR to add one")
-        return resolved
+        """``path`` resolved, if it lies under one of the configured directories
+        (see `galexplore.explorer.access.confine`)."""
+        from galexplore.explorer.access import confine
+
+        return confine(path, self.allowed_dirs)
 
     # ------------------------------------------------------------------ table views
     @property

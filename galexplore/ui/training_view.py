@@ -24,6 +24,7 @@ import param
 from galexplore.ui.callbacks import guarded
 from galexplore.ui.jobs_state import TrainingSession
 from galexplore.ui.state import ExplorerState
+from galexplore.ui.text import literal
 
 #: Milliseconds between two polls of a running job.
 POLL_PERIOD_MS = 500
@@ -135,7 +136,7 @@ class TrainingView(pn.viewable.Viewer):
         self.back_button.disabled = not self.state.previous_bundles
 
     def _status(self, events_version, phase) -> str:
-        return self.session.status_text()
+        return literal(self.session.status_text())
 
     def _curves(self, curve_version):
         job = self.session.job
