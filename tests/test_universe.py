@@ -14,7 +14,7 @@ from galexplore.errors import ParameterError
 from galexplore.mock.galaxies import DISTURBANCES
 from galexplore.mock.universe import CHANNELS, UniverseConfig, build_universe, plan_environment
 
-SMALL = dict(n_galaxies=6, views=2, seed=11, n_particles=2000)
+SMALL = dict(n_galaxies=6, views=2, seed=11)
 
 
 def _tree_digest(root: Path) -> str:
@@ -41,6 +41,11 @@ def test_universe_has_every_channel_and_true_properties(tiny_universe):
     assert set(cat["galaxy_id"]) == set(range(SMALL["n_galaxies"]))
     assert cat["pa"].between(0, 360).all() and cat["inc"].between(5, 85).all()
     assert cat["kappa"].between(0, 1).all()
+    assert cat["pa_kin"].between(0, 360).all() and (cat["n_particles"] > 200).all()
+    assert cat["blank_fraction"].between(0, 1).all() and (cat["pixel_kpc"] > 0).all()
+    # pixel_kpc = r98 / the angle it fills (1" pixels); galaxies fill 16" to 32"
+    np.testing.assert_allclose(cat["pixel_kpc"], cat["r98"] / cat["fill_arcsec"], rtol=1e-6)
+    assert cat["fill_arcsec"].between(16.0, 32.0).all()
     # every view of a galaxy shares the galaxy's intrinsic properties
     per_galaxy = cat.groupby("galaxy_id")[["kappa", "log_mstar", "log_m200", "sigma5"]].nunique()
     assert (per_galaxy == 1).all().all()
@@ -70,7 +75,8 @@ def test_environment_coupling_makes_dense_regions_more_disturbed():
 
 
 @pytest.mark.parametrize("bad", [dict(n_galaxies=0), dict(views=0), dict(snr=-1.0),
-                                 dict(disturbed_fraction=1.5), dict(box_mpc_h=50.0)])
+                                 dict(disturbed_fraction=1.5), dict(box_mpc_h=50.0), dict(seed=-1),
+                                 dict(smaller_fraction=2.0), dict(pointing_sigma_arcsec=-1.0)])
 def test_bad_parameters_are_refused_with_a_reason(bad, tmp_path):
     with pytest.raises(ParameterError) as err:
         build_universe(UniverseConfig(**{**SMALL, **bad}), tmp_path / "x", workers=1)

@@ -1,9 +1,12 @@
-"""Mock galaxies: cold-gas particles in a mass model, their circularity and catalogue row.
+"""Mock galaxies: star-forming gas particles in a mass model, their circularity and catalogue row.
 
-A galaxy's particles are stored in the frame used by Dawson et al. (2020, sect. 2.3):
-origin at the centre of potential (the halo centre, at rest), rotated so that the total
-angular momentum of the gas (about its centre of mass) points along +z. Every catalogue
-column is computed from the mass model or the particles of that galaxy.
+A galaxy's gas is a set of equal-mass particles, as the star-forming gas of EAGLE that
+Dawson et al. (2020, sect. 2.2-2.3) observed: one particle per `PARTICLE_MASS_MSUN` of gas,
+only particles within the 30 kpc aperture, and only galaxies with more than
+`MIN_PARTICLES` of them. The particles are stored in the frame of the paper: origin at the
+centre of potential (the halo centre, at rest), rotated so that the total angular momentum
+of the gas (about its centre of mass) points along +z. Every catalogue column is computed
+from the mass model or the particles of that galaxy.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import numpy as np
 
 from galexplore.errors import ParameterError
 from galexplore.mock.massmodel import MassModel, draw_mass_model
-from galexplore.mock.particles import MECHANISMS, regular_disc
+from galexplore.mock.particles import GAS_APERTURE_KPC, MECHANISMS, clumpy_disc
 
 __all__ = [
     "COLUMN_UNITS",
-    "DEFAULT_N_PARTICLES",
     "DISTURBANCES",
     "DM_PROFILE_RADII_KPC",
     "MIN_PARTICLES",
+    "PARTICLE_MASS_MSUN",
     "Galaxy",
     "MassModel",
+    "TooFewParticles",
     "angular_momentum_rotation",
     "circularity",
     "draw_mass_model",
@@ -35,9 +39,11 @@ DISTURBANCES: tuple[str, ...] = ("none", *MECHANISMS)
 #: Radii (kpc) of the enclosed dark-matter masses log_mdm_00 .. log_mdm_19
 #: (20 radii log-spaced from 1 to 100 kpc, de los Rios et al.).
 DM_PROFILE_RADII_KPC = np.geomspace(1.0, 100.0, 20)
-#: Particles per galaxy by default, and the fewest accepted.
-DEFAULT_N_PARTICLES = 6000
-MIN_PARTICLES = 1000
+#: Mass of one gas particle, Msun: the initial gas particle mass of EAGLE's reference
+#: runs (Schaye et al. 2015, Table 2: 1.81e6 Msun), which Dawson et al. (2020) observed.
+PARTICLE_MASS_MSUN = 1.81e6
+#: Galaxies need more than this many particles inside the aperture (Dawson et al. 2020, sect. 2.2).
+MIN_PARTICLES = 200
 #: Range of the regular gas disc's isotropic velocity dispersion, km/s.
 GAS_DISPERSION_RANGE_KMS = (5.0, 10.0)
 
@@ -57,6 +63,7 @@ COLUMN_UNITS: dict[str, str] = {
     "log_mtot_hsm": _LOG_MSUN,
     **{f"log_mdm_{k:02d}": _LOG_MSUN for k in range(len(DM_PROFILE_RADII_KPC))},
     "r98": "kpc",
+    "n_particles": "",
     "kappa": "",
     "disturbance": "",
     "disturbance_strength": "",
@@ -148,7 +155,7 @@ class Galaxy:
     ----------
     positions : (N, 3) ndarray, kpc
     velocities : (N, 3) ndarray, km/s
-    masses : (N,) ndarray, Msun (equal masses summing to the gas mass)
+    masses : (N,) ndarray, Msun (equal masses of `PARTICLE_MASS_MSUN`)
     disturbance : str
         One of ``DISTURBANCES``.
     strength : float
@@ -193,6 +200,7 @@ class Galaxy:
             "log_mtot_hsm": float(np.log10(m_tot_hsm)),
             **{f"log_mdm_{k:02d}": float(v) for k, v in enumerate(dm_profile)},
             "r98": self.r98_kpc,
+            "n_particles": len(self.masses),
             "kappa": self.kappa,
             "disturbance": self.disturbance,
             "disturbance_strength": self.strength,
@@ -200,27 +208,37 @@ class Galaxy:
         return row
 
 
+class TooFewParticles(ParameterError):
+    """A galaxy has too little star-forming gas inside the aperture to be selected."""
+
+
 def make_galaxy(rng: np.random.Generator, disturbance: str = "none", strength: float = 0.0,
                 mass_model: MassModel | None = None,
-                n_particles: int = DEFAULT_N_PARTICLES) -> Galaxy:
-    """Draw the cold-gas particles of one galaxy.
+                particle_mass_msun: float = PARTICLE_MASS_MSUN) -> Galaxy:
+    """Draw the star-forming gas particles of one galaxy.
 
     Parameters
     ----------
     rng : numpy.random.Generator
         Source of all randomness (same state, same bytes).
     disturbance : str
-        One of ``DISTURBANCES``; see ``galexplore.mock.particles`` for the mechanisms.
+        One of ``DISTURBANCES``; see `galexplore.mock.particles` for the mechanisms.
     strength : float
         Strength of the disturbance in [0, 1]; must be 0 for "none".
     mass_model : MassModel, optional
         Drawn with ``draw_mass_model(rng)`` when not given.
-    n_particles : int
-        Number of gas particles, at least ``MIN_PARTICLES``.
+    particle_mass_msun : float
+        Mass of one particle, Msun: the gas mass sets the number of particles.
 
     Returns
     -------
     Galaxy
+
+    Raises
+    ------
+    TooFewParticles
+        When no more than `MIN_PARTICLES` particles lie inside the 30 kpc aperture (the
+        selection of Dawson et al. 2020): draw another galaxy.
     """
     if disturbance not in DISTURBANCES:
         raise ParameterError(
@@ -234,20 +252,26 @@ def make_galaxy(rng: np.random.Generator, disturbance: str = "none", strength: f
             f"A regular disc (disturbance 'none') has strength 0, got {strength}; "
             "pass strength=0 or pick a disturbance mechanism."
         )
-    if int(n_particles) != n_particles or n_particles < MIN_PARTICLES:
-        raise ParameterError(
-            f"n_particles must be an integer >= {MIN_PARTICLES} (enough for a stable kappa "
-            f"and r98), got {n_particles}."
-        )
-    n_particles = int(n_particles)
+    if not (np.isfinite(particle_mass_msun) and particle_mass_msun > 0):
+        raise ParameterError(f"particle_mass_msun must be a positive number of Msun, got {particle_mass_msun}.")
     if mass_model is None:
         mass_model = draw_mass_model(rng)
+    n_particles = int(round(10**mass_model.log_mgas / particle_mass_msun))
+    if n_particles <= MIN_PARTICLES:
+        raise TooFewParticles(f"{n_particles} particles of {particle_mass_msun:.3g} Msun make only "
+                              f"10^{mass_model.log_mgas:.2f} Msun of gas; a galaxy needs more than "
+                              f"{MIN_PARTICLES} (Dawson et al. 2020).")
     sigma = float(rng.uniform(*GAS_DISPERSION_RANGE_KMS))
     if disturbance == "none":
-        positions, velocities = regular_disc(rng, mass_model, n_particles, sigma)
+        positions, velocities = clumpy_disc(rng, mass_model, n_particles, sigma)
     else:
         positions, velocities = MECHANISMS[disturbance](rng, mass_model, n_particles, sigma, strength)
-    masses = np.full(n_particles, 10**mass_model.log_mgas / n_particles)
+    inside = np.linalg.norm(positions, axis=1) <= GAS_APERTURE_KPC
+    if inside.sum() <= MIN_PARTICLES:
+        raise TooFewParticles(f"only {int(inside.sum())} of {n_particles} particles lie within the "
+                              f"{GAS_APERTURE_KPC:g} kpc aperture; a galaxy needs more than {MIN_PARTICLES}.")
+    positions, velocities = positions[inside], velocities[inside]
+    masses = np.full(len(positions), float(particle_mass_msun))
     rotation = angular_momentum_rotation(positions, velocities, masses)
     positions = positions @ rotation.T
     velocities = velocities @ rotation.T

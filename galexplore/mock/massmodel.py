@@ -11,8 +11,11 @@ A galaxy is drawn in five steps, each from a published relation:
 3. NFW concentration c200 from Dutton & Maccio (2014, MNRAS 441, 3359), 0.11 dex scatter;
 4. stellar exponential disc scale length from the late-type size-mass relation of
    Shen et al. (2003, MNRAS 343, 978) (R50 = 1.678 Rd), with its log-normal scatter; the
-   cold-gas disc follows the stars (molecular gas scale length ~ stellar scale length,
-   Leroy et al. 2008, AJ 136, 2782) with 0.1 dex scatter;
+   star-forming gas disc is 2.8 times larger (0.15 dex scatter): EAGLE's star-forming gas
+   (a metallicity-dependent density threshold, Schaye & Dalla Vecchia 2008) includes much
+   of the atomic gas, whose discs extend to about twice the optical radius (Broeils & Rhee
+   1997, A&A 324, 877), and Dawson et al. (2020) find a median of 0.87 kpc per pixel for a
+   98th-percentile radius of 32 pixels, i.e. a median 98th-percentile radius near 28 kpc;
 5. cold-gas mass from a log-linear gas fraction, log(Mgas/M*) = -0.6 - 0.45 (log M* - 10),
    0.25 dex scatter: an approximate description of the decline of the cold-gas fraction
    with stellar mass in xGASS (Catinella et al. 2018, MNRAS 476, 875), truncated at
@@ -45,6 +48,8 @@ RHO_CRIT_MSUN_KPC3 = 3.0 * (H0_KMS_MPC / 1000.0) ** 2 / (8.0 * np.pi * G_KPC_KMS
 LOG_MSTAR_RANGE = (np.log10(5e9), 11.5)
 #: Lower limit on the cold-gas mass, log10(Msun).
 LOG_MGAS_MIN = 9.0
+#: log10 of the median ratio of the star-forming gas disc's scale length to the stellar one.
+LOG_GAS_TO_STAR_SCALE = float(np.log10(2.8))
 #: Half-mass radius of an exponential disc in units of its scale length.
 EXP_DISC_HALF_MASS = 1.678346990016661
 
@@ -192,7 +197,7 @@ def draw_mass_model(rng: np.random.Generator) -> MassModel:
     c200 = 10 ** (dutton_maccio2014_log_c200(log_m200) + rng.normal(0.0, 0.11))
     r50, sigma_ln = shen2003_r50_kpc(log_mstar)
     rd_star = r50 * np.exp(rng.normal(0.0, sigma_ln)) / EXP_DISC_HALF_MASS
-    rd_gas = rd_star * 10 ** rng.normal(0.0, 0.1)
+    rd_gas = rd_star * 10 ** rng.normal(LOG_GAS_TO_STAR_SCALE, 0.15)
     mean_log_fgas = -0.6 - 0.45 * (log_mstar - 10.0)
     # Truncated normal: the gas fraction is redrawn inside the selection Mgas > 1e9 Msun.
     lower = (LOG_MGAS_MIN - log_mstar - mean_log_fgas) / 0.25

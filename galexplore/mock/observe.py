@@ -1,14 +1,22 @@
-"""Mock CO(1-0) interferometric observations of mock galaxies with KinMS.
+"""Mock CO(1-0) interferometric observations of mock galaxies, made the way KinMS makes them.
 
 Follows Dawson et al. (2020, sect. 2.3-2.4): each galaxy is placed at the distance where
-its 98th-percentile radius subtends half the field (32" of a 64" x 64" map), projected at
-the requested inclination and position angle, and turned into a cube with a 3" circular
-beam and 1" pixels by KinMS (Davis et al. 2013) from the particles' sky positions
-(``inClouds``) and line-of-sight velocities (``vLOS_clouds``). Channels are 10 km/s wide,
-centred symmetrically on 0 km/s, and span every particle's line-of-sight velocity
-plus one channel on each side. The projection is done here, so the angle conventions are those of docs/CONTRACTS.md: the receding half of the
-major axis lies at the position angle, measured east of north; east is to the left
-(columns increase westwards), north up; inclination 0 is face-on.
+its 98th-percentile radius subtends half the field (32" of a 64" x 64" map) -- or, for a
+galaxy observed smaller than the field, a chosen ``fill_arcsec`` --, projected at the
+requested inclination and position angle, offset from the field centre by a pointing
+offset, and turned into a cube with a 3" circular beam and 1" pixels. Channels are 10 km/s
+wide, centred symmetrically on 0 km/s, and span every particle's line-of-sight velocity
+plus one channel on each side. The projection is done here, so the angle conventions are
+those of docs/CONTRACTS.md: the receding half of the major axis lies at the position angle,
+measured east of north; east is to the left (columns increase westwards), north up;
+inclination 0 is face-on.
+
+The cube (`kinms_cube`) is the one ``KinMS.model_cube`` (Davis et al. 2013) makes from the
+particles' sky positions (``inClouds``) and line-of-sight velocities (``vLOS_clouds``):
+the same gridding of the clouds, KinMS's own beam (``KinMS.makebeam``), the same
+normalisation to the integrated flux; only the beam convolution is done once for all
+channels with an FFT instead of channel by channel in real space (tests compare the two:
+identical masks, values within 1e-6 of the peak).
 
 Flux scale: all cold gas is traced in CO(1-0) with alpha_CO = 4.3 Msun (K km/s pc^2)^-1
 (Bolatto et al. 2013, helium included) and L'_CO = (c^2 / 2k) S dv nu^-2 D^2 (Solomon &
@@ -22,8 +30,11 @@ emission of the channel peak (eq. 2), then smooth masking after Dame (2011): the
 is smoothed by a Gaussian of FWHM 1.5 beams on the sky and 2 channels in velocity, voxels
 where the smoothed cube exceeds 3 times its noise (the noise of the smoothed cube follows
 exactly from sigma and the smoothing kernel) form the mask, and the moments are taken from
-the unsmoothed noisy cube inside the mask. Noiseless cubes are masked at 1e-3 of the cube
-peak.
+the unsmoothed noisy cube inside the mask. Noiseless cubes are blank where the emission
+falls below a surface-brightness sensitivity (``ObservingSetup.sensitivity_k``, a brightness
+temperature per channel converted to Jy/beam with astropy), as an observation of fixed depth
+would be: the faint outskirts and isolated clouds of a galaxy vanish, and how much of the
+map is blank depends on its gas surface density, not on its peak.
 
 Moments: mom0 = sum(I) dv (Jy/beam km/s), mom1 = sum(v I) / sum(I), mom2 = sqrt(sum(I (v -
 mom1)^2) / sum(I)) (km/s), over masked voxels. Pixels with no masked voxel are NaN in all
@@ -37,13 +48,13 @@ through negative noisy voxels inside the mask).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 from astropy import constants as const
 from astropy import units as u
 from astropy.io import fits
-from kinms import KinMS
-from scipy import ndimage
+from scipy import fft, ndimage
 
 from galexplore.errors import ParameterError
 from galexplore.mock.galaxies import Galaxy
@@ -73,9 +84,10 @@ class ObservingSetup:
     channel_kms : float
         Channel width, km/s.
     r98_fill_arcsec : float
-        Angle subtended by the galaxy's 98th-percentile radius, arcsec.
-    noiseless_mask_fraction : float
-        Noiseless cubes: voxels below this fraction of the cube peak are blank.
+        Angle subtended by the galaxy's 98th-percentile radius when it fills the field, arcsec.
+    sensitivity_k : float
+        Noiseless cubes: voxels below this brightness temperature (K, Rayleigh-Jeans, per
+        channel and beam) are blank.
     mask_threshold_sigma : float
         Smooth masking: keep voxels where the smoothed cube exceeds this many of its sigma.
     smooth_spatial_beams : float
@@ -96,7 +108,7 @@ class ObservingSetup:
     beam_fwhm_arcsec: float = 3.0
     channel_kms: float = 10.0
     r98_fill_arcsec: float = 32.0
-    noiseless_mask_fraction: float = 1e-3
+    sensitivity_k: float = 0.006
     mask_threshold_sigma: float = 3.0
     smooth_spatial_beams: float = 1.5
     smooth_spectral_channels: float = 2.0
@@ -108,10 +120,19 @@ class ObservingSetup:
         for name, value in vars(self).items():
             if not (np.isfinite(value) and value > 0):
                 raise ParameterError(f"ObservingSetup.{name} must be a positive number, got {value}.")
-        if not self.noiseless_mask_fraction < 1:
-            raise ParameterError(
-                f"ObservingSetup.noiseless_mask_fraction must be below 1, got {self.noiseless_mask_fraction}."
-            )
+
+    @property
+    def beam_area_sr(self) -> float:
+        """Solid angle of the Gaussian beam, sr (pi FWHM^2 / (4 ln 2))."""
+        fwhm = self.beam_fwhm_arcsec / ARCSEC_PER_RAD
+        return float(np.pi * fwhm**2 / (4.0 * np.log(2.0)))
+
+    @cached_property
+    def sensitivity_jy_beam(self) -> float:
+        """`sensitivity_k` as a flux density per beam, Jy/beam."""
+        return float((self.sensitivity_k * u.K).to_value(
+            u.Jy, equivalencies=u.brightness_temperature(self.rest_frequency_ghz * u.GHz,
+                                                         self.beam_area_sr * u.sr)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,11 +147,19 @@ class Observation:
     mask : (n_channels, H, W) bool ndarray, voxels the moments use
     velocities_kms : (n_channels,) ndarray, channel centres, km/s
     distance_mpc : float
+    pixel_kpc : float
+        Physical size of a pixel at the galaxy's distance, kpc.
     noise_sigma : float
         Standard deviation of the added noise, Jy/beam (0 for a noiseless cube).
     line_flux_jy_kms : float
         Integrated CO(1-0) flux of the whole galaxy, Jy km/s.
     pa_deg, inc_deg : float
+        Position angle of the disc's receding major axis and inclination, degrees.
+    pa_kin_deg : float
+        Kinematic position angle of the receding side measured from the particles
+        (`kinematic_position_angle`), degrees.
+    offset_arcsec : (float, float)
+        Offset of the galaxy's centre of potential from the field centre towards (west, north), arcsec.
     snr : float or None
     setup : ObservingSetup
     """
@@ -142,10 +171,13 @@ class Observation:
     mask: np.ndarray
     velocities_kms: np.ndarray
     distance_mpc: float
+    pixel_kpc: float
     noise_sigma: float
     line_flux_jy_kms: float
     pa_deg: float
     inc_deg: float
+    pa_kin_deg: float
+    offset_arcsec: tuple[float, float]
     snr: float | None
     setup: ObservingSetup
 
@@ -205,6 +237,109 @@ def sky_projection(positions: np.ndarray, velocities: np.ndarray, pa_deg: float,
     return pos[:, 0], pos[:, 1], -vel[:, 2]
 
 
+def kinematic_position_angle(west: np.ndarray, north: np.ndarray, v_los: np.ndarray,
+                             pixel: float = 1.0) -> float:
+    """Kinematic position angle of the receding side, degrees east of north in [0, 360).
+
+    The particles are binned into pixels of side ``pixel`` (same unit as ``west`` and
+    ``north``, whose origin is the centre of rotation); each occupied pixel holds the mean
+    line-of-sight velocity of its particles, as a noiseless velocity map without a beam
+    would. The first azimuthal harmonic of that map, fitted by least squares with every
+    pixel weighted equally (v = v0 + a cos(phi) + b sin(phi), phi the angle of the pixel
+    about the centre), points from the approaching to the receding side; its direction is
+    the kinematic PA. For a disc in circular rotation it is the disc's PA; for an inflow,
+    a warp or a merger it is the axis of the velocity field an observer would measure.
+
+    Parameters
+    ----------
+    west, north : (N,) arrays, offsets from the centre of rotation.
+    v_los : (N,) array, line-of-sight velocities, km/s.
+    pixel : pixel size in the unit of ``west`` and ``north``.
+
+    Returns
+    -------
+    float, or NaN when fewer than 3 pixels are occupied.
+    """
+    col = np.floor(np.asarray(west) / pixel).astype(np.int64)
+    row = np.floor(np.asarray(north) / pixel).astype(np.int64)
+    col_min, row_min = col.min(), row.min()
+    width = int(col.max() - col_min) + 1
+    keys, owner, counts = np.unique((row - row_min) * width + (col - col_min), return_inverse=True,
+                                    return_counts=True)
+    if len(keys) < 3:
+        return float("nan")
+    mean_v = np.bincount(owner, weights=np.asarray(v_los, dtype=np.float64)) / counts
+    x = (keys % width + col_min + 0.5) * pixel
+    y = (keys // width + row_min + 0.5) * pixel
+    phi = np.arctan2(y, x)
+    design = np.column_stack([np.ones_like(phi), np.cos(phi), np.sin(phi)])
+    (_, a, b), *_ = np.linalg.lstsq(design, mean_v, rcond=None)
+    # the receding direction is (west, north) = (a, b); PA theta has (west, north) = (-sin, cos)
+    return float(np.degrees(np.arctan2(-a, b)) % 360.0)
+
+
+@lru_cache(maxsize=8)
+def _kinms_beam(map_pixels: int, pixel_arcsec: float, beam_fwhm_arcsec: float) -> np.ndarray:
+    """The trimmed beam that ``KinMS.model_cube`` convolves with (KinMS's own ``makebeam``)."""
+    from kinms import KinMS
+
+    field = map_pixels * pixel_arcsec
+    psf = KinMS(field, field, 10.0, pixel_arcsec, 10.0, beam_fwhm_arcsec, nSamps=1).psf
+    psf.flags.writeable = False
+    return psf
+
+
+@lru_cache(maxsize=8)
+def _beam_transform(map_pixels: int, pixel_arcsec: float, beam_fwhm_arcsec: float) -> tuple[np.ndarray, int]:
+    """The 2-D real FFT of the normalised KinMS beam, zero-padded to a fast length that holds
+    a map and the beam without wrapping; and that length."""
+    psf = _kinms_beam(map_pixels, pixel_arcsec, beam_fwhm_arcsec)
+    size = fft.next_fast_len(map_pixels + psf.shape[0] - 1, real=True)
+    transform = fft.rfft2(psf / psf.sum(), s=(size, size))
+    transform.flags.writeable = False
+    return transform, size
+
+
+def kinms_cube(west_arcsec: np.ndarray, north_arcsec: np.ndarray, v_los: np.ndarray, total_flux: float,
+               n_channels: int, setup: ObservingSetup) -> np.ndarray:
+    """The cube ``KinMS.model_cube`` makes from clouds at these sky positions and velocities.
+
+    Equivalent to ``KinMS(field, field, n_channels * dv, pixel, dv, beam).model_cube(0, 0,
+    inClouds=[west, north, 0], vLOS_clouds=v_los, intFlux=total_flux, phaseCent=[-pixel/2,
+    -pixel/2], vOffset=-dv/2)`` transposed to [velocity, row, col]: clouds are binned to the
+    nearest voxel as KinMS bins them (the field centre at pixel (H - 1) / 2, channel centres
+    at (k - n/2 + 1/2) dv), every channel is convolved with KinMS's normalised beam (zero
+    outside the field), and the cube is scaled so that it holds ``total_flux`` (Jy km/s)
+    times the beam's sum, as KinMS scales it. The convolution is one FFT over all channels.
+
+    Returns
+    -------
+    (n_channels, H, W) float64 ndarray, Jy/beam.
+    """
+    size, dv, pixel = setup.map_pixels, setup.channel_kms, setup.pixel_arcsec
+    # KinMS: cent = size/2 + phaseCent/pixel = size/2 - 1/2; channel = round(v/dv + n/2 - 1/2)
+    col = np.round(west_arcsec / pixel + size / 2 - 0.5)
+    row = np.round(north_arcsec / pixel + size / 2 - 0.5)
+    chan = np.round(v_los / dv + n_channels / 2 - 0.5)
+    inside = (col >= 0) & (col < size) & (row >= 0) & (row < size) & (chan >= 0) & (chan < n_channels)
+    flat = (chan[inside] * size + row[inside]) * size + col[inside]
+    cube = np.bincount(flat.astype(np.int64), minlength=n_channels * size * size).astype(np.float64)
+    cube = cube.reshape(n_channels, size, size)
+    psf = _kinms_beam(size, pixel, setup.beam_fwhm_arcsec)
+    beam, padded = _beam_transform(size, pixel, setup.beam_fwhm_arcsec)
+    used = cube.reshape(n_channels, -1).any(axis=1)
+    if used.any():
+        # linear ("same") convolution: the full convolution of the zero-padded FFT, cropped
+        # by half the beam on each side
+        full = fft.irfft2(fft.rfft2(cube[used], s=(padded, padded)) * beam, s=(padded, padded))
+        half = psf.shape[0] // 2
+        cube[used] = full[:, half:half + size, half:half + size]
+        total = cube.sum()
+        if total > 0 and total_flux > 0:
+            cube *= total_flux * psf.sum() / (total * dv)
+    return cube
+
+
 def _smoothing_sigmas(setup: ObservingSetup) -> tuple[float, float, float]:
     spatial = setup.smooth_spatial_beams * setup.beam_fwhm_arcsec / setup.pixel_arcsec / FWHM_PER_SIGMA
     return setup.smooth_spectral_channels / FWHM_PER_SIGMA, spatial, spatial
@@ -228,10 +363,12 @@ def moment_maps(cube: np.ndarray, mask: np.ndarray, velocities_kms: np.ndarray, 
 
     mom1 and mom2 are blank where sum(I) over the masked voxels of a pixel does not exceed
     ``min_snr`` times its noise, ``noise_sigma`` sqrt(number of those voxels), or where
-    mom1 falls outside the band (possible only with negative, noisy voxels).
+    mom1 falls outside the band (possible only with negative, noisy voxels). Only channels
+    with masked voxels are summed.
     """
+    used = mask.reshape(len(mask), -1).any(axis=1)
+    cube, mask, v = cube[used], mask[used], velocities_kms[used][:, None, None]
     weights = np.where(mask, cube, 0.0)
-    v = velocities_kms[:, None, None]
     total = weights.sum(axis=0)
     has_data = mask.any(axis=0)
     total_noise = noise_sigma * np.sqrt(mask.sum(axis=0))
@@ -247,8 +384,9 @@ def moment_maps(cube: np.ndarray, mask: np.ndarray, velocities_kms: np.ndarray, 
 
 
 def observe(galaxy: Galaxy, pa_deg: float, inc_deg: float, rng: np.random.Generator,
-            snr: float | None = None, setup: ObservingSetup = ObservingSetup()) -> Observation:
-    """Observe a galaxy with KinMS at a position angle and inclination.
+            snr: float | None = None, setup: ObservingSetup = ObservingSetup(),
+            fill_arcsec: float | None = None, offset_arcsec: tuple[float, float] = (0.0, 0.0)) -> Observation:
+    """Observe a galaxy at a position angle and inclination.
 
     Parameters
     ----------
@@ -263,6 +401,11 @@ def observe(galaxy: Galaxy, pa_deg: float, inc_deg: float, rng: np.random.Genera
     snr : float, optional
         Signal-to-noise S/N of eq. 2 of Dawson et al. (2020); None for a noiseless cube.
     setup : ObservingSetup
+    fill_arcsec : float, optional
+        Angle subtended by the 98th-percentile radius, arcsec (sets the distance); default
+        ``setup.r98_fill_arcsec`` (the galaxy fills the field, as in the paper).
+    offset_arcsec : (float, float)
+        Offset of the centre of potential from the field centre towards (west, north), arcsec.
 
     Returns
     -------
@@ -274,11 +417,19 @@ def observe(galaxy: Galaxy, pa_deg: float, inc_deg: float, rng: np.random.Genera
         raise ParameterError(f"Inclination must lie in [0, 90] degrees (0 = face-on), got {inc_deg}.")
     if snr is not None and not (np.isfinite(snr) and snr > 0):
         raise ParameterError(f"snr must be a positive number (or None for no noise), got {snr}.")
+    fill = setup.r98_fill_arcsec if fill_arcsec is None else float(fill_arcsec)
+    if not (np.isfinite(fill) and fill > 0):
+        raise ParameterError(f"fill_arcsec must be a positive number of arcsec, got {fill_arcsec}.")
+    offset = tuple(float(o) for o in offset_arcsec)
+    if len(offset) != 2 or not np.all(np.isfinite(offset)):
+        raise ParameterError(f"offset_arcsec must be two finite numbers (west, north), got {offset_arcsec}.")
     pa_deg = float(pa_deg) % 360.0
 
-    arcsec_per_kpc = setup.r98_fill_arcsec / galaxy.r98_kpc
+    arcsec_per_kpc = fill / galaxy.r98_kpc
     distance_mpc = ARCSEC_PER_RAD / arcsec_per_kpc / 1000.0
     west, north, v_los = sky_projection(galaxy.positions * arcsec_per_kpc, galaxy.velocities, pa_deg, inc_deg)
+    pa_kin = kinematic_position_angle(west, north, v_los, setup.pixel_arcsec)
+    west, north = west + offset[0], north + offset[1]
 
     field = setup.map_pixels * setup.pixel_arcsec
     half_channels = int(np.ceil(np.abs(v_los).max() / setup.channel_kms)) + 1
@@ -287,22 +438,11 @@ def observe(galaxy: Galaxy, pa_deg: float, inc_deg: float, rng: np.random.Genera
     inside = (west >= -field / 2) & (west < field / 2) & (north >= -field / 2) & (north < field / 2)
     total_flux = line_flux_jy_kms(float(galaxy.masses.sum()), distance_mpc, setup)
     flux_in_field = total_flux * float(galaxy.masses[inside].sum() / galaxy.masses.sum())
-
-    kinms = KinMS(field, field, n_channels * setup.channel_kms, setup.pixel_arcsec, setup.channel_kms,
-                  setup.beam_fwhm_arcsec, nSamps=len(v_los))
-    # The channel of a cloud is round(v / dv + n/2 + vOffset / dv): vOffset = -dv/2 puts the
-    # channel centres at (k - n/2 + 1/2) dv. phaseCent = -half a pixel puts the galaxy
-    # centre at pixel (H - 1) / 2, the map centre of the contract.
-    in_clouds = np.column_stack([west, north, np.zeros_like(west)])
-    cube_xyv = kinms.model_cube(
-        0.0, 0.0, inClouds=in_clouds, vLOS_clouds=v_los, intFlux=flux_in_field,
-        phaseCent=[-0.5 * setup.pixel_arcsec, -0.5 * setup.pixel_arcsec], vOffset=-0.5 * setup.channel_kms,
-    )
-    cube = np.ascontiguousarray(cube_xyv.transpose(2, 1, 0))
+    cube = kinms_cube(west, north, v_los, flux_in_field, n_channels, setup)
 
     if snr is None:
         noise_sigma = 0.0
-        mask = cube > setup.noiseless_mask_fraction * cube.max()
+        mask = cube > setup.sensitivity_jy_beam
     else:
         channel_peaks = cube.max(axis=(1, 2))
         noise_sigma = float(channel_peaks[channel_peaks > 0].mean() / snr)
@@ -312,6 +452,7 @@ def observe(galaxy: Galaxy, pa_deg: float, inc_deg: float, rng: np.random.Genera
                                    noise_sigma, setup.moment_min_snr)
     return Observation(
         mom0=mom0, mom1=mom1, mom2=mom2, cube=cube, mask=mask, velocities_kms=velocities_kms,
-        distance_mpc=float(distance_mpc), noise_sigma=noise_sigma, line_flux_jy_kms=float(total_flux),
-        pa_deg=pa_deg, inc_deg=float(inc_deg), snr=None if snr is None else float(snr), setup=setup,
+        distance_mpc=float(distance_mpc), pixel_kpc=float(setup.pixel_arcsec / arcsec_per_kpc),
+        noise_sigma=noise_sigma, line_flux_jy_kms=float(total_flux), pa_deg=pa_deg, inc_deg=float(inc_deg),
+        pa_kin_deg=pa_kin, offset_arcsec=offset, snr=None if snr is None else float(snr), setup=setup,
     )

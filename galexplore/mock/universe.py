@@ -31,6 +31,11 @@ COMPACT_QUANTISATION = {
 }
 #: Tracer galaxies per target galaxy in the clustered volume (the neighbours that environments count).
 TRACERS_PER_TARGET = 12
+#: Relative frequency of each disturbance mechanism among disturbed galaxies.
+MECHANISM_WEIGHTS = {"merger": 0.2, "clumps": 0.2, "tidal": 0.2, "dispersion": 0.2, "lopsided": 0.1,
+                     "radial_inflow": 0.1}
+#: Attempts at drawing a galaxy with enough gas in the aperture before giving up.
+MAX_DRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,11 @@ class UniverseConfig:
     environment_coupling : how strongly the large-scale density raises that probability (0 = none).
     storage : map storage kind of the written dataset ("float32", "float16" or "compact").
     box_mpc_h : side of the periodic volume in h^-1 Mpc.
-    n_particles : cold-gas particles per galaxy.
+    strength_range : range of the disturbance strength of disturbed galaxies.
+    smaller_fraction : fraction of views in which the galaxy's 98th-percentile radius subtends
+        less than the field (16" to 32" instead of 32").
+    pointing_sigma_arcsec : standard deviation of the offset of the map centre from the
+        galaxy's centre of potential, per axis, arcsec.
     """
 
     n_galaxies: int = 2000
@@ -58,11 +67,14 @@ class UniverseConfig:
     environment_coupling: float = 1.0
     storage: str = "float32"
     box_mpc_h: float = 100.0
-    n_particles: int = 5000
     strength_range: tuple[float, float] = field(default=(0.4, 1.0))
+    smaller_fraction: float = 0.25
+    pointing_sigma_arcsec: float = 1.0
 
     def validate(self) -> None:
         """Raise ParameterError for values that cannot make a universe."""
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if self.n_galaxies < 1:
             raise ParameterError(f"n_galaxies must be at least 1, got {self.n_galaxies}.")
         if self.views < 1:
@@ -80,6 +92,10 @@ class UniverseConfig:
         lo, hi = self.strength_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise ParameterError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}.")
+        if not 0.0 <= self.smaller_fraction <= 1.0:
+            raise ParameterError(f"smaller_fraction must lie in [0, 1], got {self.smaller_fraction}.")
+        if not self.pointing_sigma_arcsec >= 0:
+            raise ParameterError(f"pointing_sigma_arcsec must be >= 0, got {self.pointing_sigma_arcsec}.")
 
 
 @dataclass(frozen=True)
@@ -94,28 +110,45 @@ class _GalaxyTask:
     config: UniverseConfig
 
 
+def _draw_galaxy(rng: np.random.Generator, config: UniverseConfig, p_disturbed: float):
+    """A galaxy with enough star-forming gas in the aperture (drawn again until it has)."""
+    from galexplore.mock.galaxies import TooFewParticles, make_galaxy
+
+    for _ in range(MAX_DRAWS):
+        if rng.random() < p_disturbed:
+            names = list(MECHANISM_WEIGHTS)
+            weights = np.array([MECHANISM_WEIGHTS[n] for n in names])
+            disturbance = str(rng.choice(names, p=weights / weights.sum()))
+            strength = float(rng.uniform(*config.strength_range))
+        else:
+            disturbance, strength = "none", 0.0
+        try:
+            return make_galaxy(rng, disturbance, strength)
+        except TooFewParticles:
+            continue
+    raise ParameterError(f"no galaxy with enough gas in the aperture after {MAX_DRAWS} draws; "
+                         "this mass model selects almost none")
+
+
 def _make_galaxy_views(task: _GalaxyTask) -> tuple[np.ndarray, list[dict]]:
     """Build one galaxy, observe it ``views`` times; return (views, C, 64, 64) maps and catalogue rows."""
-    from galexplore.mock.galaxies import DISTURBANCES, make_galaxy
-    from galexplore.mock.observe import observe
+    from galexplore.mock.observe import ObservingSetup, observe
 
     config = task.config
     rng = np.random.default_rng(task.seed_sequence)
-    disturbed = rng.random() < task.p_disturbed
-    if disturbed:
-        disturbance = str(rng.choice([d for d in DISTURBANCES if d != "none"]))
-        strength = float(rng.uniform(*config.strength_range))
-    else:
-        disturbance, strength = "none", 0.0
-    galaxy = make_galaxy(rng, disturbance, strength, n_particles=config.n_particles)
+    galaxy = _draw_galaxy(rng, config, task.p_disturbed)
     properties = galaxy.properties()
+    setup = ObservingSetup()
 
     maps = np.empty((config.views, len(CHANNELS), 64, 64), dtype=np.float32)
     rows = []
     for view in range(config.views):
         pa = float(rng.uniform(0.0, 360.0))
         inc = float(rng.uniform(5.0, 85.0))
-        obs = observe(galaxy, pa, inc, rng, snr=config.snr)
+        smaller = rng.random() < config.smaller_fraction
+        fill = float(rng.uniform(0.5, 1.0) * setup.r98_fill_arcsec) if smaller else setup.r98_fill_arcsec
+        offset = rng.normal(0.0, config.pointing_sigma_arcsec, 2)
+        obs = observe(galaxy, pa, inc, rng, snr=config.snr, setup=setup, fill_arcsec=fill, offset_arcsec=offset)
         maps[view, 0], maps[view, 1], maps[view, 2] = obs.mom0, obs.mom1, obs.mom2
         maps[view, 3] = task.env_map
         v_pec = task.env_row["v_pec"]
@@ -125,8 +158,14 @@ def _make_galaxy_views(task: _GalaxyTask) -> tuple[np.ndarray, list[dict]]:
             "view": view,
             "kappa": galaxy.kappa,
             "pa": pa,
+            "pa_kin": obs.pa_kin_deg,
             "inc": inc,
             "snr": np.nan if config.snr is None else float(config.snr),
+            "fill_arcsec": fill,
+            "offset_west": float(offset[0]),
+            "offset_north": float(offset[1]),
+            "pixel_kpc": obs.pixel_kpc,
+            "blank_fraction": float(np.mean(~np.isfinite(obs.mom1))),
             **properties,
             "distance": obs.distance_mpc,
             "distance_z": obs.distance_mpc + v_pec / H0_KMS_MPC,
@@ -140,7 +179,9 @@ def _column_units() -> dict[str, str]:
     from galexplore.mock.galaxies import COLUMN_UNITS as GALAXY_UNITS
 
     return {
-        "id": "", "galaxy_id": "", "view": "", "kappa": "", "pa": "deg", "inc": "deg", "snr": "",
+        "id": "", "galaxy_id": "", "view": "", "kappa": "", "pa": "deg", "pa_kin": "deg", "inc": "deg",
+        "snr": "", "fill_arcsec": "arcsec", "offset_west": "arcsec", "offset_north": "arcsec", "pixel_kpc": "kpc",
+        "blank_fraction": "",
         **GALAXY_UNITS, "distance": "Mpc", "distance_z": "Mpc", **ENV_UNITS,
     }
 
