@@ -34,8 +34,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from galexplore.data.dataset import describe, open_dataset
 
-    print(describe(open_dataset(args.path)))
-    return 0
+    dataset = open_dataset(args.path)
+    report = dataset.verify(full=args.verify)
+    if report.ok:
+        print(describe(dataset))
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
 
 
 def _cmd_env_from_catalog(args: argparse.Namespace) -> int:
@@ -144,8 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("info", help="summarise a dataset directory")
+    p = sub.add_parser("info", help="summarise a dataset directory; exit status 1 if a file it lists is "
+                                    "missing or damaged")
     p.add_argument("path", type=Path)
+    p.add_argument("--verify", action="store_true",
+                   help="read every file: compare checksums, decode every map chunk, read the catalogue")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("env-from-catalog", help="environment maps and measures from a real catalogue")
