@@ -176,6 +176,10 @@ def _check_manifest(manifest: dict, file: Path) -> None:
             if not _is_count(entry.get(count_key), 1) or entry.get("start", start) != start:
                 raise bad(f"entry {entry['file']} has {count_key} {entry.get(count_key)!r} and start "
                           f"{entry.get('start')!r}; expected a positive count starting at {start}")
+            if int(re.search(r"-(\d{10})\.", entry["file"]).group(1)) != start:
+                raise bad(f"entry {entry['file']} holds the maps from {start} on, but its name says otherwise "
+                          "(each file is named after its first map); the manifest lists a file twice or "
+                          "out of order")
             checksum = entry.get(CHECKSUM_KEY)
             if checksum is not None and not (isinstance(checksum, str) and _SHA256_HEX.fullmatch(checksum)):
                 raise bad(f"entry {entry['file']} has a {CHECKSUM_KEY} that is not 64 hexadecimal digits")

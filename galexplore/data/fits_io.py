@@ -62,7 +62,7 @@ MIN_MAP_SIZE, MAX_MAP_SIZE = MIN_INPUT_SIZE, MAX_INPUT_SIZE
 #: Largest cube, as float64 in memory (moments need a few times this).
 MAX_CUBE_BYTES = 256 * 2**20
 #: Largest decompressed size of a gzip or bzip2 FITS file, and the part of it kept in memory.
-MAX_DECOMPRESSED_BYTES = 2**30
+MAX_DECOMPRESSED_BYTES = MAX_CUBE_BYTES + 64 * 2**20
 SPOOL_BYTES = 16 * 2**20
 #: Largest uploaded file (bytes as received).
 MAX_UPLOAD_BYTES = 256 * 2**20
@@ -166,14 +166,35 @@ def clean_name(text: str) -> str:
     return kept if len(kept) <= MAX_NAME_CHARS else kept[:MAX_NAME_CHARS - 3] + "..."
 
 
+def _declared_bytes(head: bytes) -> int | None:
+    """Data bytes the primary header at the start of ``head`` declares; None until its END card."""
+    for start in range(0, len(head) - 79, 80):
+        if head[start:start + 8] == b"END     ":
+            try:
+                header = fits.Header.fromstring(head[:start + 80].decode("ascii", "replace"))
+                dims = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+                return abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(dims, dtype=object)) if dims else 0
+            except (ValueError, TypeError, OverflowError):
+                return 0  # not a header galexplore can size: left to astropy to refuse
+    return None
+
+
 def _decompress(stream, opener, label: str, kind: str):
-    """Decompress ``stream`` in full (so its checksum is checked) into a spooled temporary file."""
+    """Decompress ``stream`` in full (so its checksum is checked) into a spooled temporary file;
+    refuses as soon as the primary header declares more data than any map or cube read here."""
     out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    total = 0
+    total, head, declared = 0, b"", None
     try:
         with opener(stream) as source:
             while block := source.read(1 << 20):
                 total += len(block)
+                if declared is None and len(head) < SPOOL_BYTES:
+                    head += block
+                    declared = _declared_bytes(head)
+                    if declared is not None and declared > MAX_DECOMPRESSED_BYTES:
+                        raise FitsError(f"{label}: its header declares {declared / 2**20:.0f} MiB of data, "
+                                        "more than a map or cube galexplore reads; crop it first (or it is a "
+                                        "decompression bomb).")
                 if total > MAX_DECOMPRESSED_BYTES:
                     raise FitsError(f"{label}: the {kind} file decompresses to more than "
                                     f"{MAX_DECOMPRESSED_BYTES // 2**20} MiB, more than a map or cube "
@@ -274,11 +295,20 @@ def _read_data(h, label: str, shape: tuple[int, ...]) -> np.ndarray:
     return data
 
 
-def _name(hdul: fits.HDUList, header: fits.Header, fallback: str) -> str:
+def _text_card(header: fits.Header, key: str, label: str) -> str:
+    """A string card's value ("" if absent), cleaned by `clean_name`."""
+    try:
+        return clean_name(header.get(key, ""))
+    except (fits.VerifyError, ValueError) as err:
+        raise FitsError(f"{label}: the {key} card cannot be parsed ({err}); fix the header.") from err
+
+
+def _name(hdul: fits.HDUList, header: fits.Header, fallback: str, label: str) -> str:
+    """OBJECT of the HDU or the primary header (an unparsable card counts as absent), else ``fallback``."""
     for h in (header, hdul[0].header):
-        obj = clean_name(h.get("OBJECT", ""))
-        if obj:
-            return obj
+        with contextlib.suppress(FitsError):
+            if obj := _text_card(h, "OBJECT", label):
+                return obj
     return clean_name(fallback) or "unnamed"
 
 
@@ -294,7 +324,8 @@ def _plausible(values: np.ndarray) -> bool:
 
 def _physical(data: np.ndarray, label: str) -> np.ndarray:
     """float64 copy with inf -> NaN; refuses blank data and implausible magnitudes."""
-    x = np.array(data, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = np.array(data, dtype=np.float64)
     x[~np.isfinite(x)] = np.nan
     if not np.isfinite(x).any():
         raise FitsError(f"{label}: the image is blank (all NaN or inf); nothing to read.")
@@ -304,7 +335,9 @@ def _physical(data: np.ndarray, label: str) -> np.ndarray:
         seen = (f"values up to {finite.max():.3g}" if finite.max() > MAX_ABS_VALUE
                 else f"a typical magnitude of {np.median(nonzero):.3g}")
         hint = "the file is corrupt"
-        if data.dtype.kind == "f" and _plausible(np.asarray(data).byteswap().astype(np.float64)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            swapped = np.asarray(data).byteswap().astype(np.float64)
+        if data.dtype.kind == "f" and _plausible(swapped):
             hint = ("the data look byte-swapped (swapping the bytes of each value gives plausible "
                     "values): the file was written with the wrong byte order; rewrite it with astropy")
         raise FitsError(f"{label}: the image holds {seen}, beyond any map of a galaxy (|value| <= "
@@ -438,11 +471,11 @@ def _read_map(source: Path | bytes, label: str, stem: str, hdu: int | str | None
                             "centred on the galaxy.")
         _check_side(nx, label, "map")
         header = h.header
-        bunit = clean_name(header.get("BUNIT", ""))
+        bunit = _text_card(header, "BUNIT", label)
         factor = _unit_factor(bunit, _ASTROPY_UNITS[channel], label, channel)
         flips = _orientation(header, label)
         raw = _read_data(h, label, shape).reshape(squeezed)
-        name = _name(hdul, header, stem)
+        name = _name(hdul, header, stem, label)
     image = _physical(raw, label) * factor
     _check_map(image, label)
     return FitsMap(name, _orient(image, flips), bunit, *flips)
@@ -623,12 +656,13 @@ def read_cube(path: str | os.PathLike, hdu: int | str | None = None) -> FitsCube
                             f"the {MAX_CUBE_BYTES // 2**20} MiB galexplore reads; crop it spectrally or "
                             "spatially first (e.g. with spectral-cube).")
         flips = _orientation(header, label)
+        bunit = _text_card(header, "BUNIT", label)
         data = _read_data(h, label, shape)
-        name = _name(hdul, header, _stem(path.name))
+        name = _name(hdul, header, _stem(path.name), label)
     squeezed = np.squeeze(data, axis=tuple(a for a in range(data.ndim) if a not in keep))
     cube = _physical(np.moveaxis(squeezed, keep.index(numpy_spec), 0), label)
     velocities = _spectral_axis_kms(wcs, cube.shape[0], label)
-    return FitsCube(name, _orient(cube, flips), velocities, clean_name(header.get("BUNIT", "")), *flips)
+    return FitsCube(name, _orient(cube, flips), velocities, bunit, *flips)
 
 
 def moment_maps(cube: np.ndarray, velocities_kms: np.ndarray,
