@@ -204,13 +204,15 @@ def _equals(expected: np.ndarray, atol: float = 1e-4):
     return check
 
 
-def _cube(n_chan: int = 30, size: int = 24, spectral: dict | None = None) -> tuple[np.ndarray, dict]:
-    v = -150.0 + 10.0 * np.arange(n_chan)
+def _cube(n_chan: int = 51, size: int = 24, spectral: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Gaussian lines (peak 1, sigma 20 km/s) centred on a disc's velocity field (+-100 km/s),
+    in 10 km/s channels from -250 km/s, and a header with a VRAD axis in m/s."""
+    v = -250.0 + 10.0 * np.arange(n_chan)
     centre = disc(size, 0.0, 100.0)
     cube = np.exp(-0.5 * ((v[:, None, None] - np.nan_to_num(centre)[None]) / 20.0) ** 2)
     header = {"CTYPE1": "RA---SIN", "CDELT1": -1e-4, "CRPIX1": 1, "CRVAL1": 10.0, "CUNIT1": "deg",
               "CTYPE2": "DEC--SIN", "CDELT2": 1e-4, "CRPIX2": 1, "CRVAL2": -30.0, "CUNIT2": "deg",
-              "CTYPE3": "VRAD", "CDELT3": 10000.0, "CRPIX3": 1, "CRVAL3": -150000.0, "CUNIT3": "m/s",
+              "CTYPE3": "VRAD", "CDELT3": 10000.0, "CRPIX3": 1, "CRVAL3": -250000.0, "CUNIT3": "m/s",
               "BUNIT": "Jy/beam"}
     header.update(spectral or {})
     return cube, header
@@ -286,7 +288,7 @@ def fits_cases() -> list[Case]:
             BITPIX=-32, NAXIS=3, NAXIS1=2000, NAXIS2=2000, NAXIS3=10, CTYPE3="VRAD") + bytes(2880)),
             reader=_read_cube),
         Case("FITS file", "all-zero cube, as moments", lambda tmp: _import_moments(
-            write_fits(tmp / "zerocube.fits", np.zeros((30, 24, 24)), _cube()[1]), tmp)),
+            write_fits(tmp / "zerocube.fits", np.zeros((51, 24, 24)), _cube()[1]), tmp)),
     ]
     # inputs that are unusual but valid: they must be read, and read right
     flipped = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CDELT1": 1e-4, "CDELT2": 1e-4}
@@ -315,7 +317,7 @@ def fits_cases() -> list[Case]:
             b"OBJECT  = 'NGC\x001\x7f\t<b>M31</b>'".ljust(80), 1)),
             lambda r: _equals(d)(r) and r.name == "obj"),  # the unparsable card is ignored
         Case("FITS file", "cube with inf voxels, as moments", lambda tmp: _import_moments(
-            write_fits(tmp / "infcube.fits", np.where(np.arange(30)[:, None, None] == 3, np.inf, _cube()[0]),
+            write_fits(tmp / "infcube.fits", np.where(np.arange(51)[:, None, None] == 3, np.inf, _cube()[0]),
                        _cube()[1]), tmp),
             lambda ds: bool(np.isfinite(ds.maps[0]).all(axis=0).sum() > 300)),
     ]
@@ -442,13 +444,14 @@ def make_dataset(path: Path, storage: str = "float32", chunk_maps: int = 4) -> P
 
 
 def read_everything(path: Path) -> np.ndarray:
-    """What embedding a dataset reads: the catalogue and every map; returns the mismatches."""
+    """What embedding a dataset reads: the catalogue and every map; returns the rows whose
+    map is not their own (every pixel of map i holds catalogue id i)."""
     from galexplore.data import open_dataset
 
     ds = open_dataset(path)
     ids = ds.catalog["id"].to_numpy()
     maps = ds.maps[:]
-    return np.flatnonzero(np.any(maps[:, 0] != ids[:, None, None], axis=(1, 2)) | (ids != np.arange(len(ids))))
+    return np.flatnonzero(np.any(maps[:, 0] != ids[:, None, None], axis=(1, 2)))
 
 
 def _manifest_edit(edit: Callable[[dict], None], storage: str = "float32"):
@@ -612,12 +615,22 @@ def dataset_read_cases() -> list[Case]:
     only be found by ``--verify``; every other damage must give a clear error."""
     def run(damage, storage):
         def go(tmp: Path):
+            from galexplore.data import open_dataset
+
             path = make_dataset(tmp / "ds", storage=storage)
             damage(path)
-            return read_everything(path)
+            wrong = read_everything(path)
+            ids = open_dataset(path).catalog["id"].to_numpy()
+            return np.union1d(wrong, np.flatnonzero(ids != np.arange(len(ids))))  # rows 0..11 hold ids 0..11
         return go
     return [Case("damaged dataset, plain read", name, run(damage, storage))
             for name, (damage, storage) in DATASET_DAMAGE.items()]
+
+
+#: Damage that only ``galexplore info --verify`` finds: raw chunks are memory-mapped, and
+#: hashing a whole chunk to read one map would defeat that, so a plain read returns their
+#: (wrong) maps. Every other damage gives a clear error on a plain read too.
+FOUND_BY_VERIFY_ONLY = {"raw chunks swapped", "raw chunk with a changed byte"}
 
 
 # ============================================================================ model cards
@@ -712,5 +725,143 @@ class _Shape:
     map_shape = (1, 64, 64)
 
 
+# ============================================================================ writers and crashes
+REPO = Path(__file__).resolve().parents[1]
+#: Appends 6 x 100 maps whose pixels hold their ids, from FIRST on, once GO exists.
+APPENDER = """
+import sys, time
+from pathlib import Path
+import numpy as np, pandas as pd
+from galexplore.data import append_to_dataset
+path, first, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.005)
+with append_to_dataset(path) as writer:
+    for batch in range(6):
+        ids = np.arange(first + 100 * batch, first + 100 * (batch + 1))
+        writer.append(np.broadcast_to(ids[:, None, None, None].astype(np.float32), (100, 1, 64, 64)),
+                      pd.DataFrame({"id": ids}))
+        time.sleep(0.05)
+"""
+#: Starts a writer (create or append), writes 10 maps (ids 500..509), then waits on stdin.
+HOLDER = """
+import sys
+import numpy as np, pandas as pd
+from galexplore.data import append_to_dataset, create_dataset
+mode, path = sys.argv[1], sys.argv[2]
+writer = (create_dataset(path, ["mom1"], {"mom1": "km/s"}, chunk_maps=4) if mode == "create"
+          else append_to_dataset(path))
+ids = np.arange(500, 510)
+writer.append(np.broadcast_to(ids[:, None, None, None].astype(np.float32), (10, 1, 64, 64)),
+              pd.DataFrame({"id": ids}))
+print("holding", flush=True)
+sys.stdin.readline()
+writer.close()
+print("committed", flush=True)
+"""
+
+
+def python(script: str, *args, stdin: bool = False):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], text=True,
+                            stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def hold_writer(mode: str, path: Path):
+    proc = python(HOLDER, mode, path, stdin=True)
+    if proc.stdout.readline().strip() != "holding":
+        raise RuntimeError(f"the writer did not start: {proc.stderr.read()[-500:]}")
+    return proc
+
+
+def _committed_or_lost(expected_ids):
+    """Check of a writer case: every committed map is there, with its own catalogue row."""
+    def check(path: Path) -> bool | str:
+        mismatched = read_everything(path)
+        from galexplore.data import open_dataset
+
+        ids = set(open_dataset(path).catalog["id"].tolist())
+        return True if len(mismatched) == 0 and ids == set(expected_ids) else LOST
+    return check
+
+
+def _concurrent_appends(tmp: Path) -> Path:
+    path = make_dataset(tmp / "ds", chunk_maps=64)
+    go = tmp / "go"
+    procs = [python(APPENDER, path, first, go) for first in (1000, 2000)]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(proc.stderr.read()[-500:])
+    go.touch()
+    for proc in procs:
+        if proc.wait(timeout=300) != 0:
+            raise RuntimeError(f"an appender failed: {proc.stderr.read()[-500:]}")
+    return path
+
+
+def _killed(mode: str):
+    def run(tmp: Path) -> Path:
+        import signal
+
+        path = make_dataset(tmp / "ds") if mode == "append" else tmp / "ds"
+        proc = hold_writer(mode, path)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        from galexplore.data import append_to_dataset, create_dataset
+
+        writer = append_to_dataset(path) if mode == "append" else create_dataset(path, ["mom1"], {"mom1": "km/s"})
+        with writer:
+            writer.append(_id_maps([N_MAPS]), pd.DataFrame({"id": [N_MAPS]}))
+        leftovers = [p.name for p in tmp.iterdir() if ".partial-" in p.name]
+        if leftovers:
+            raise RuntimeError(f"left behind: {leftovers}")
+        return path
+    return run
+
+
+def _second_writer(tmp: Path):
+    from galexplore.data import create_dataset
+
+    path = tmp / "ds"
+    proc = hold_writer("create", path)
+    try:
+        create_dataset(path, ["mom1"], {"mom1": "km/s"}, overwrite=True, lock_timeout=0.5)
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=120)
+
+
+def _killed_between_renames(tmp: Path) -> Path:
+    from galexplore.data import append_to_dataset
+
+    path = make_dataset(tmp / "ds")
+    os.replace(path, tmp / f".ds.replaced-{'a' * 32}")
+    shutil.copytree(tmp / f".ds.replaced-{'a' * 32}", tmp / f".ds.partial-{'b' * 32}")
+    with append_to_dataset(path) as writer:
+        writer.append(_id_maps([N_MAPS]), pd.DataFrame({"id": [N_MAPS]}))
+    return path
+
+
+def writer_cases() -> list[Case]:
+    """Concurrent and killed writers (each starts Python processes: a few seconds each)."""
+    return [
+        Case("writers and crashes", "two appends at once", _concurrent_appends,
+             _committed_or_lost(list(range(N_MAPS)) + list(range(1000, 1600)) + list(range(2000, 2600)))),
+        Case("writers and crashes", "append killed (kill -9), then another append", _killed("append"),
+             _committed_or_lost(range(N_MAPS + 1))),
+        Case("writers and crashes", "create killed (kill -9), then create again", _killed("create"),
+             _committed_or_lost([N_MAPS])),
+        Case("writers and crashes", "overwrite killed between its two renames", _killed_between_renames,
+             _committed_or_lost(range(N_MAPS + 1))),
+        Case("writers and crashes", "a second writer while one writes", _second_writer),
+    ]
+
+
 def all_cases() -> list[Case]:
+    """Every case but the writer cases (which start processes)."""
     return fits_cases() + upload_cases() + dataset_cases() + dataset_read_cases() + card_cases()

@@ -640,7 +640,7 @@ def append_to_dataset(path: str | os.PathLike, lock_timeout: float = LOCK_TIMEOU
     manifest: the maps and ids appended are checked against the dataset as it is then.
     """
     path = Path(path).resolve()
-    if not path.is_dir():
+    if not path.is_dir() and not (path.parent.is_dir() and any(path.parent.glob(f".{path.name}.replaced-*"))):
         open_dataset(path)  # raises the DatasetError that says what is missing
     lock = _lock_for_writing(path, lock_timeout)
     try:
