@@ -825,7 +825,12 @@ class DatasetWriter:
         if self._final.exists():
             old = self._final.parent / f".{self._final.name}.replaced-{uuid.uuid4().hex}"
             os.replace(self._final, old)
-        os.replace(self._work, self._final)
+        try:
+            os.replace(self._work, self._final)
+        except BaseException:
+            if old is not None:  # put the old dataset back (a kill here is undone by the next writer)
+                os.replace(old, self._final)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
