@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -156,18 +157,15 @@ def _gzip(data: bytes, level: int = 6) -> bytes:
     return gzip.compress(data, compresslevel=level, mtime=0)
 
 
+@functools.lru_cache(maxsize=1)
 def _gzip_bomb() -> bytes:
-    """560 KB of gzip that decompress to a 12000 x 12000 float32 image of zeros (576 MB)."""
+    """About 560 KB of gzip that inflate to a 12000 x 12000 float32 image of zeros (576 MB):
+    the header, then one compressed 16 MiB block of zeros repeated (gzip allows many members)."""
     header = _raw_header(BITPIX=-32, NAXIS=2, NAXIS1=12000, NAXIS2=12000)
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as gz:
-        gz.write(header)
-        zeros = bytes(1 << 24)
-        left = 12000 * 12000 * 4
-        while left > 0:
-            gz.write(zeros[: min(left, len(zeros))])
-            left -= len(zeros)
-    return buf.getvalue()
+    block = 1 << 24
+    n_blocks, rest = divmod(12000 * 12000 * 4, block)
+    return (_gzip(header, level=9) + _gzip(bytes(block), level=9) * n_blocks
+            + _gzip(bytes(rest), level=9))
 
 
 def _stored_gzip_with_damaged_data() -> bytes:
