@@ -240,7 +240,8 @@ def fits_cases() -> list[Case]:
         _map_case("header declares 100000 x 100000", _file("huge.fits", _raw_header(
             BITPIX=-32, NAXIS=2, NAXIS1=100000, NAXIS2=100000) + bytes(2880))),
         _map_case("negative NAXIS1", _file("neg.fits", _raw_header(BITPIX=-32, NAXIS=2, NAXIS1=-48, NAXIS2=48))),
-        _map_case("NAXIS1 of 10^20", _file("overflow.fits", _raw_header(BITPIX=-32, NAXIS=2, NAXIS1=10**20, NAXIS2=48))),
+        _map_case("NAXIS1 of 10^20", _file("overflow.fits", _raw_header(
+            BITPIX=-32, NAXIS=2, NAXIS1=10**20, NAXIS2=48))),
         _map_case("BITPIX 13", _file("bitpix.fits", _raw_header(BITPIX=13, NAXIS=2, NAXIS1=48, NAXIS2=48)
                                       + bytes(2880 * 3))),
         _map_case("all NaN", lambda tmp: write_fits(tmp / "nan.fits", np.full((SIZE, SIZE), np.nan))),
@@ -298,7 +299,8 @@ def fits_cases() -> list[Case]:
         _map_case("gzip-compressed map", _file("good.fits.gz", _gzip(good)), _equals(d)),
         _map_case("bzip2-compressed map", _file("good.fits.bz2", bz2.compress(good)), _equals(d)),
         _map_case("BUNIT m/s", lambda tmp: write_fits(tmp / "ms.fits", d * 1000.0, {"BUNIT": "m/s"}), _equals(d)),
-        _map_case("BUNIT KM/S (upper case)", lambda tmp: write_fits(tmp / "kms.fits", d, {"BUNIT": "KM/S"}), _equals(d)),
+        _map_case("BUNIT KM/S (upper case)", lambda tmp: write_fits(tmp / "kms.fits", d, {"BUNIT": "KM/S"}),
+                  _equals(d)),
         _map_case("CDELT1 > 0 (east right)", lambda tmp: write_fits(tmp / "er.fits", d[:, ::-1], flipped), _equals(d)),
         _map_case("CDELT2 < 0 (north down)", lambda tmp: write_fits(tmp / "nd.fits", d[::-1], {
             **flipped, "CDELT1": -1e-4, "CDELT2": -1e-4}), _equals(d)),

@@ -130,8 +130,8 @@ def test_maps_outside_the_recipes_size_range_are_refused(tmp_path, size):
 def test_uploads_are_read_from_bytes_whatever_their_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     content = write_fits(tmp_path / "x.fits", disc(40), {"OBJECT": ""}).read_bytes()
-    for name, shown in [("../../etc/passwd.fits", "passwd"), ("a\x00b.fits", "ab"), ("n" * 300 + ".fits", "n" * 77 + "..."),
-                        ("..", ".."), ("", "upload")]:
+    for name, shown in [("../../etc/passwd.fits", "passwd"), ("a\x00b.fits", "ab"),
+                        ("n" * 300 + ".fits", "n" * 77 + "..."), ("..", ".."), ("", "upload")]:
         result = read_uploaded_map(content, name)
         assert result.name == shown
         np.testing.assert_array_equal(result.data, disc(40))

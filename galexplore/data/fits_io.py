@@ -746,8 +746,8 @@ def import_fits(sources, out: str | os.PathLike, channels=None, *, hdu: int | st
     Each map is put in the contract's units and orientation (see the module docstring), then
     resized to 64 x 64 by nearest neighbour (`recipes.resize_nearest`). The catalogue has
     ``id`` = ``galaxy_id`` = row, ``view`` = 0, ``name``, ``file``, ``original_size_px``,
-    ``blank_fraction`` (of the original map), ``bunit`` (as written), ``flipped_ew`` and
-    ``flipped_ns``. The provenance lists the imported and the skipped files with the reasons.
+    ``blank_fraction`` (of the original mom1 map, else of the first channel), ``bunit`` (as
+    written), ``flipped_ew`` and ``flipped_ns``. The provenance lists the imported and the skipped files with the reasons.
 
     Raises
     ------
@@ -783,7 +783,9 @@ def import_fits(sources, out: str | os.PathLike, channels=None, *, hdu: int | st
             continue
         maps.append(np.stack([resize_nearest(im) for im in images]).astype(np.float32))
         rows.append({"name": name, "file": clean_name(path.name), "original_size_px": images[0].shape[0],
-                     "blank_fraction": float(np.mean(~np.isfinite(images[-1]))), "bunit": bunit,
+                     "blank_fraction": float(np.mean(~np.isfinite(images[channels.index("mom1")]
+                                                             if "mom1" in channels else images[0]))),
+                     "bunit": bunit,
                      "flipped_ew": flips[0], "flipped_ns": flips[1], "source": str(path)})
     if not maps:
         listed = "; ".join(reason for _, reason in skipped[:5])
