@@ -34,8 +34,25 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from galexplore.data.dataset import describe, open_dataset
 
-    print(describe(open_dataset(args.path)))
-    return 0
+    dataset = open_dataset(args.path)
+    report = dataset.verify(full=args.verify)
+    if report.ok:
+        print(describe(dataset))
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_import_fits(args: argparse.Namespace) -> int:
+    from galexplore.data.fits_io import import_fits
+
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
+    report = import_fits(args.sources, args.out, args.channel, hdu=hdu, moments=args.moments,
+                         threshold=args.threshold, storage=args.storage, overwrite=args.overwrite)
+    n_files = len(report.imported) + len(report.skipped)
+    print(f"imported {len(report.imported)} of {n_files} FITS files into {report.path}")
+    for file, reason in report.skipped:
+        print(f"galexplore: skipped {file}: {reason}", file=sys.stderr)
+    return 1 if report.skipped else 0
 
 
 def _cmd_env_from_catalog(args: argparse.Namespace) -> int:
@@ -144,9 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("info", help="summarise a dataset directory")
+    p = sub.add_parser("info", help="summarise a dataset directory; exit status 1 if a file it lists is "
+                                    "missing or damaged")
     p.add_argument("path", type=Path)
+    p.add_argument("--verify", action="store_true",
+                   help="read every file: compare checksums, decode every map chunk, read the catalogue")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("import-fits", help="build a dataset from FITS velocity maps or cubes; exit status 1 "
+                                           "if some files were skipped (each is reported)")
+    p.add_argument("sources", nargs="+", type=Path, metavar="FILES_OR_DIR",
+                   help="FITS files, or directories whose FITS files are imported")
+    p.add_argument("out", type=Path, help="dataset directory to write")
+    p.add_argument("--hdu", default=None, help="HDU number or name (default: the first image HDU with data)")
+    p.add_argument("--channel", action="append", choices=["mom0", "mom1", "mom2"],
+                   help="the channel a 2-D map is stored as (default mom1); with --moments, the moments to "
+                        "keep (repeatable; default all three)")
+    p.add_argument("--moments", action="store_true", help="the files are spectral cubes: store their moment maps")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="with --moments: leave voxels at or below this intensity (cube units) out")
+    p.add_argument("--storage", choices=["float32", "float16", "compact"], default="float32")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_import_fits)
 
     p = sub.add_parser("env-from-catalog", help="environment maps and measures from a real catalogue")
     p.add_argument("catalog", type=Path, help="CSV or Parquet with RA, Dec and distance or redshift")

@@ -158,7 +158,7 @@ def test_exception_inside_create_leaves_nothing(tmp_path):
         with create_dataset(tmp_path / "ds", CHANNELS, UNITS, chunk_maps=2) as writer:
             writer.append(smooth_maps(6), rows(range(6)))
             raise RuntimeError("simulated crash")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".ds.lock"]  # the writers' lock file stays
 
 
 def test_exception_inside_append_keeps_the_old_dataset(tmp_path):
@@ -216,7 +216,7 @@ def test_overwrite(tmp_path):
         writer.append(np.zeros((3, 1, 64, 64)), rows([7, 8, 9]))
     ds = open_dataset(tmp_path / "ds")
     assert len(ds) == 3 and ds.channels == ["mom1"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", ".other.lock", "ds", "other"]
 
 
 @pytest.mark.parametrize(("maps", "catalog", "message"), [

@@ -153,7 +153,7 @@ def test_broken_files_give_clear_errors(tmp_path):
     with pytest.raises(FitsError, match="no 2-D map.*shape \\(5, 8, 8\\).*read_moment_maps"):
         read_velocity_map(_write(tmp_path / "cube.fits", np.ones((5, 8, 8))))
     with pytest.raises(FitsError, match="all NaN"):
-        read_velocity_map(_write(tmp_path / "blank.fits", np.full((8, 8), np.nan)))
+        read_velocity_map(_write(tmp_path / "blank.fits", np.full((20, 20), np.nan)))
     with pytest.raises(FitsError, match="30 x 20 px, not square; crop or pad"):
         read_velocity_map(_write(tmp_path / "rect.fits", np.ones((20, 30))))
     with pytest.raises(FitsError, match="has no HDU 'VEL'"):
@@ -165,10 +165,10 @@ def test_broken_files_give_clear_errors(tmp_path):
 
 
 def test_map_hdu_selection_and_name_fallback(tmp_path):
-    image = np.arange(16.0).reshape(4, 4)
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2)), name="OTHER"),
+    image = np.arange(400.0).reshape(20, 20)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.arange(324.0).reshape(18, 18), name="OTHER"),
                   fits.ImageHDU(image[None], name="VEL")]).writeto(tmp_path / "g.fits")
     name, m = read_velocity_map(tmp_path / "g.fits", hdu="VEL")  # length-1 axis dropped
     assert name == "g"
     np.testing.assert_array_equal(m, image)
-    assert read_velocity_map(tmp_path / "g.fits")[1].shape == (2, 2)  # first 2-D image HDU
+    assert read_velocity_map(tmp_path / "g.fits")[1].shape == (18, 18)  # first 2-D image HDU

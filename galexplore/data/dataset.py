@@ -13,11 +13,28 @@ Departure from DESIGN.md: the catalogue is stored as one or more Parquet *parts*
 rewrites existing files. Row i of the concatenated parts belongs to map i.
 
 Commit protocol: the manifest is the single source of truth; files it does not list are
-ignored. `create_dataset` writes into a hidden sibling directory that is renamed into place
-on `DatasetWriter.close`. `append_to_dataset` writes new chunk and part files beside the old
-ones and then atomically replaces ``manifest.json`` (``os.replace``); a crash before that
-leaves the old dataset intact, and the next append deletes the orphaned files. One writer
-at a time per dataset.
+ignored. `create_dataset` writes into a hidden sibling directory ``.NAME.partial-<hex>`` that
+is renamed into place on `DatasetWriter.close`. `append_to_dataset` writes new chunk and part
+files beside the old ones and then atomically replaces ``manifest.json`` (``os.replace``); a
+crash before that leaves the old dataset intact.
+
+One writer at a time: every writer holds an advisory lock on the sibling file ``.NAME.lock``
+(`filelock`, i.e. ``flock``) from the moment it starts until it commits or aborts, and a second
+writer waits up to ``lock_timeout`` seconds for it, then fails with a DatasetError. The kernel
+releases the lock when a writer dies, even by ``kill -9``, so whatever is found while holding
+the lock and belongs to no commit (``.partial`` folders, files the manifest does not list)
+was left by a dead writer and is deleted then; a writer never deletes a file it did not create
+itself otherwise, and creates its files exclusively (``O_EXCL``). Advisory locks need a file
+system with working ``flock`` (local disks do; some network file systems do not): as a second
+line, an append also refuses to commit when the manifest changed under it.
+
+Checksums: the manifest records the SHA-256 of every chunk and catalogue part it lists.
+Catalogue parts are checked whenever they are read, compact chunks whenever they are decoded
+(they are read whole anyway); raw chunks are memory-mapped and checked by `Dataset.verify`
+(``galexplore info --verify``). Manifests written before checksums existed have none and stay
+readable. `Dataset.fingerprint` hashes the manifest, so every write through this module (new
+maps, new checksums) changes it; editing chunk files in place bypasses the manifest and is
+caught by the checksums, not by the fingerprint.
 
 Opening is lazy: `open_dataset` reads only the manifest; `Dataset.catalog` reads the parts on
 first access; `Dataset.column_units` reads one Parquet footer; `Dataset.maps` reads only the
@@ -28,19 +45,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from galexplore.data.mapstore import (
     CHUNK_SUFFIX,
+    RAW_DTYPES,
     STORAGE_KINDS,
     ChunkReader,
     default_chunk_maps,
@@ -64,6 +85,15 @@ MAX_MAP_SIZE = 4096
 CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}{re.escape(suffix)}")
                       for kind, suffix in CHUNK_SUFFIX.items()}
 PART_FILE_PATTERN = re.compile(rf"{CATALOG_DIR}/part-\d{{10}}\.parquet")
+#: Largest map or row count a manifest may declare.
+MAX_COUNT = 10**12
+#: Seconds a writer waits for another writer of the same dataset before giving up.
+LOCK_TIMEOUT_S = 30.0
+#: Manifest key of a listed file's SHA-256 (hex).
+CHECKSUM_KEY = "sha256"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: What writers leave beside a dataset NAME: ``.NAME.partial-<hex>`` and ``.NAME.replaced-<hex>``.
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|replaced)-[0-9a-f]{32}")
 
 
 def _read_manifest(path: Path) -> dict:
@@ -75,9 +105,10 @@ def _read_manifest(path: Path) -> dict:
         raise DatasetError(f"{path} has no {MANIFEST}, so it is not a (complete) galexplore dataset; "
                            "an interrupted write leaves no manifest: regenerate the dataset.")
     try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{file} is not valid JSON ({err}); regenerate the dataset.") from err
+        manifest = json.loads(file.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise DatasetError(f"{file} is not valid JSON (or not UTF-8: {type(err).__name__}: {str(err)[:200]}); "
+                           "regenerate the dataset (or restore the manifest).") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DatasetError(f"{file} is not a galexplore dataset manifest (no \"format\": "
                            f"\"{FORMAT_NAME}\"); point to a dataset directory.")
@@ -91,7 +122,16 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _is_count(value, minimum: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= MAX_COUNT
+
+
+def _is_positive_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:
+        return False
 
 
 def _check_manifest(manifest: dict, file: Path) -> None:
@@ -122,7 +162,7 @@ def _check_manifest(manifest: dict, file: Path) -> None:
     if storage["kind"] == "compact" and not (
             isinstance(quantisation, list) and len(quantisation) == shape[0]
             and all(isinstance(q, dict) and q.get("mode") in ("absolute", "relative")
-                    and isinstance(q.get("step"), (int, float)) and q["step"] > 0 for q in quantisation)):
+                    and _is_positive_number(q.get("step")) for q in quantisation)):
         raise bad("compact storage needs one {mode, step > 0} quantisation per channel")
     pattern = CHUNK_FILE_PATTERN[storage["kind"]]
     for entries, count_key, file_pattern in ((manifest["chunks"], "n_maps", pattern),
@@ -136,6 +176,13 @@ def _check_manifest(manifest: dict, file: Path) -> None:
             if not _is_count(entry.get(count_key), 1) or entry.get("start", start) != start:
                 raise bad(f"entry {entry['file']} has {count_key} {entry.get(count_key)!r} and start "
                           f"{entry.get('start')!r}; expected a positive count starting at {start}")
+            if int(re.search(r"-(\d{10})\.", entry["file"]).group(1)) != start:
+                raise bad(f"entry {entry['file']} holds the maps from {start} on, but its name says otherwise "
+                          "(each file is named after its first map); the manifest lists a file twice or "
+                          "out of order")
+            checksum = entry.get(CHECKSUM_KEY)
+            if checksum is not None and not (isinstance(checksum, str) and _SHA256_HEX.fullmatch(checksum)):
+                raise bad(f"entry {entry['file']} has a {CHECKSUM_KEY} that is not 64 hexadecimal digits")
             start += entry[count_key]
         if start != manifest["n_maps"]:
             raise bad(f"{manifest['n_maps']} maps declared, but the {count_key} of its files add up to {start}")
@@ -143,11 +190,30 @@ def _check_manifest(manifest: dict, file: Path) -> None:
         raise bad("provenance is not a JSON object")
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+def _fsync_write(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` and fsync it; ``exclusive``: never replace an existing file."""
+    try:
+        fh = open(path, "xb" if exclusive else "wb")
+    except FileExistsError:
+        raise DatasetError(f"{path} exists already although the manifest does not list it: another "
+                           "program is writing this dataset without galexplore's lock; stop it and "
+                           "write again.") from None
+    with fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
@@ -168,10 +234,13 @@ class MapView:
 
     Index with an int, a slice, an int array or a boolean mask of length N; further indices
     (channel, row, column) may follow in a tuple: ``maps[idx, 1]``. Results are new arrays.
+    ``before_read``, if given, is called with the indices of the chunks a read touches
+    (the dataset checks their checksums there).
     """
 
-    def __init__(self, reader: ChunkReader) -> None:
+    def __init__(self, reader: ChunkReader, before_read=None) -> None:
         self._reader = reader
+        self._before_read = before_read
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -200,7 +269,7 @@ class MapView:
             i = int(key) + n if key < 0 else int(key)
             if not 0 <= i < n:
                 raise IndexError(f"map index {key} is out of range for {n} maps.")
-            return self._reader.take(np.array([i], dtype=np.int64))[0][rest]
+            return self._take(np.array([i], dtype=np.int64))[0][rest]
         if isinstance(key, slice):
             index = np.arange(*key.indices(n), dtype=np.int64)
         else:
@@ -217,8 +286,13 @@ class MapView:
             else:
                 raise IndexError(f"cannot index maps with {type(key).__name__} of dtype {arr.dtype}; "
                                  "use an int, a slice, an int array or a boolean mask.")
-        out = self._reader.take(index)
+        out = self._take(index)
         return out[(slice(None),) + rest] if rest else out
+
+    def _take(self, index: np.ndarray) -> np.ndarray:
+        if self._before_read is not None and len(index):
+            self._before_read(np.unique(np.searchsorted(self._reader.starts, index, side="right") - 1))
+        return self._reader.take(index)
 
 
 class Dataset:
@@ -233,11 +307,45 @@ class Dataset:
         self.storage: str = manifest["storage"]["kind"]
         self.fingerprint: str = hashlib.sha256(
             json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        self.maps = MapView(ChunkReader(
-            path, self.storage, self.map_shape, [c["file"] for c in manifest["chunks"]],
-            [c["n_maps"] for c in manifest["chunks"]], manifest["storage"].get("quantisation")))
+        # raw chunks are memory-mapped (only touched pages are read): checked by verify() only
+        self._checked_chunks: set[int] = set()
+        self.maps = MapView(self._new_reader(),
+                            before_read=None if self.storage in RAW_DTYPES else self._check_chunks)
         self._catalog: pd.DataFrame | None = None
         self._column_units: dict[str, str] | None = None
+
+    def _new_reader(self) -> ChunkReader:
+        chunks = self._manifest["chunks"]
+        return ChunkReader(self.path, self.storage, self.map_shape, [c["file"] for c in chunks],
+                           [c["n_maps"] for c in chunks], self._manifest["storage"].get("quantisation"))
+
+    def _listed_file(self, name: str, what: str) -> Path:
+        """``self.path / name`` after checking that it exists and lies inside the dataset."""
+        path = self.path / name
+        if not path.is_file():
+            raise DatasetError(f"{what} {path} is missing; the dataset is incomplete: regenerate it "
+                               "(or restore the file).")
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise DatasetError(f"{what} {name} is a link to a file outside the dataset directory "
+                               f"{self.path}; galexplore reads only files inside it.")
+        return path
+
+    def _mismatch(self, what: str, name: str) -> DatasetError:
+        return DatasetError(f"{what} {self.path / name} does not match the checksum its manifest recorded: "
+                            "it was damaged or edited after it was written. Restore the file or "
+                            "regenerate the dataset (`galexplore info --verify` checks every file).")
+
+    def _check_chunks(self, chunks: np.ndarray) -> None:
+        """Compare the checksum of each chunk not checked yet with the manifest's (once per chunk)."""
+        for chunk in map(int, chunks):
+            if chunk in self._checked_chunks:
+                continue
+            entry = self._manifest["chunks"][chunk]
+            if CHECKSUM_KEY in entry:
+                path = self._listed_file(entry["file"], "map chunk file")
+                if _sha256(path.read_bytes()) != entry[CHECKSUM_KEY]:
+                    raise self._mismatch("map chunk file", entry["file"])
+            self._checked_chunks.add(chunk)
 
     def __len__(self) -> int:
         return int(self._manifest["n_maps"])
@@ -264,15 +372,7 @@ class Dataset:
         return self.channels.index(name)
 
     def _part_paths(self) -> list[Path]:
-        paths = [self.path / p["file"] for p in self._manifest["catalog_parts"]]
-        for p in paths:
-            if not p.is_file():
-                raise DatasetError(f"catalogue part {p} is missing; the dataset is incomplete: "
-                                   "regenerate it (or restore the file).")
-            if not p.resolve().is_relative_to(self.path.resolve()):
-                raise DatasetError(f"catalogue part {p.name} is a link to a file outside the dataset "
-                                   f"directory {self.path}; galexplore reads only files inside it.")
-        return paths
+        return [self._listed_file(p["file"], "catalogue part") for p in self._manifest["catalog_parts"]]
 
     @property
     def catalog(self) -> pd.DataFrame:
@@ -285,12 +385,21 @@ class Dataset:
         paths = self._part_paths()
         if not paths:
             return pd.DataFrame({"id": np.zeros(0, dtype=np.int64)})
+        tables = []
+        for entry, path in zip(self._manifest["catalog_parts"], paths):
+            data = path.read_bytes()
+            if CHECKSUM_KEY in entry and _sha256(data) != entry[CHECKSUM_KEY]:
+                raise self._mismatch("catalogue part", entry["file"])
+            try:
+                tables.append(pq.read_table(pa.BufferReader(data)))
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
+                                   "dataset.") from err
         try:
-            tables = [pq.read_table(p) for p in paths]
-        except (pa.ArrowException, OSError) as err:
-            raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
-                               "dataset.") from err
-        table = pa.concat_tables(tables, promote_options="permissive")
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as err:
+            raise DatasetError(f"the catalogue parts of {self.path} do not fit together ({err}); "
+                               "regenerate the dataset.") from err
         catalog = table.to_pandas()
         if len(catalog) != len(self):
             raise DatasetError(f"the catalogue of {self.path} has {len(catalog)} rows but the map "
@@ -310,9 +419,14 @@ class Dataset:
             paths = self._part_paths()
             units: dict[str, str] = {}
             if paths:
-                for field in pq.read_schema(paths[0]):
-                    meta = field.metadata or {}
-                    units[field.name] = meta.get(b"unit", b"").decode()
+                try:
+                    schema = pq.read_schema(paths[0])
+                except (pa.ArrowException, OSError) as err:
+                    raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate "
+                                       "the dataset.") from err
+                for column in schema:
+                    meta = column.metadata or {}
+                    units[column.name] = meta.get(b"unit", b"").decode("utf-8", "replace")
             self._column_units = units
         return dict(self._column_units)
 
@@ -322,11 +436,87 @@ class Dataset:
             p["file"] for p in self._manifest["catalog_parts"]]
         return sum((self.path / f).stat().st_size for f in files if (self.path / f).is_file())
 
-    def verify(self) -> None:
-        """Check that every committed chunk and catalogue file exists (DatasetError if not)."""
-        self._part_paths()
-        for chunk in range(len(self._manifest["chunks"])):
-            self.maps._reader._path(chunk)
+    def verify(self, full: bool = False) -> Verification:
+        """Check the files the manifest lists; problems are collected, not raised.
+
+        Always (cheap: one ``stat`` per raw chunk, compact chunks hashed, not decoded): every
+        file exists inside the dataset, raw chunks have the size their maps need, compact
+        chunks and catalogue parts match their checksums, and the catalogue reads. ``full``
+        (``galexplore info --verify``): also compare the checksums of raw chunks and decode
+        every chunk, which finds damage in files written before checksums existed.
+        """
+        report = Verification(full=full)
+        raw = self.storage in RAW_DTYPES
+        bytes_per_map = int(np.prod(self.map_shape)) * RAW_DTYPES[self.storage].itemsize if raw else 0
+        reader = self._new_reader()
+        listed = [("map chunk file", e) for e in self._manifest["chunks"]]
+        listed += [("catalogue part", e) for e in self._manifest["catalog_parts"]]
+        for index, (what, entry) in enumerate(listed):
+            chunk = index < len(self._manifest["chunks"])
+            report.files += 1
+            report.with_checksum += CHECKSUM_KEY in entry
+            try:
+                path = self._listed_file(entry["file"], what)
+                if raw and chunk and path.stat().st_size != entry["n_maps"] * bytes_per_map:
+                    raise DatasetError(f"{what} {path} has {path.stat().st_size} bytes, not the "
+                                       f"{entry['n_maps'] * bytes_per_map} its {entry['n_maps']} maps need: it "
+                                       "is truncated or damaged; restore it or regenerate the dataset.")
+                if CHECKSUM_KEY in entry and (full or not (raw and chunk)) \
+                        and _file_sha256(path) != entry[CHECKSUM_KEY]:
+                    raise self._mismatch(what, entry["file"])
+            except DatasetError as err:
+                report.problems.append(str(err))
+                continue
+            if chunk and full:
+                start = int(reader.starts[index])
+                try:  # decodes compact chunks; faults in every page of raw ones
+                    reader.take(np.arange(start, start + entry["n_maps"]))
+                except Exception as err:  # any codec failure is a problem to report, not to raise
+                    report.problems.append(f"{what} {path} cannot be decoded ({type(err).__name__}: {err}); "
+                                           "restore it or regenerate the dataset.")
+        if not any(p.startswith("catalogue part") for p in report.problems):
+            try:
+                self._load_catalog()
+            except DatasetError as err:
+                report.problems.append(str(err))
+        return report
+
+
+@dataclass
+class Verification:
+    """What `Dataset.verify` found.
+
+    Attributes
+    ----------
+    full : whether every file was read (``galexplore info --verify``).
+    files : files the manifest lists (chunks and catalogue parts).
+    with_checksum : how many of them have a SHA-256 in the manifest.
+    problems : one message per damaged, missing or unreadable file; empty when all is well.
+    """
+
+    full: bool
+    files: int = 0
+    with_checksum: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """A few lines for `galexplore info`: the verdict, what was checked, each problem."""
+        if self.with_checksum == 0:
+            sums = "no checksums recorded (the manifest predates them)"
+        elif self.with_checksum < self.files:
+            sums = f"checksums recorded for {self.with_checksum} of {self.files} files"
+        else:
+            sums = f"checksums recorded for all {self.files} files"
+        how = (("every file read and decoded" + (", checksums compared" if self.with_checksum else ""))
+               if self.full else
+               "quick check: files present, raw chunk sizes, checksums of compact chunks and "
+               "catalogue (--verify reads and decodes everything)")
+        head = f"verify: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}; {how}; {sums}"
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
 
 def open_dataset(path: str | os.PathLike) -> Dataset:
@@ -335,10 +525,47 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     return Dataset(path, _read_manifest(path))
 
 
+def _lock_for_writing(path: Path, timeout: float) -> FileLock:
+    """Take the writer lock of the dataset at ``path`` (see the module docstring)."""
+    lock = FileLock(path.parent / f".{path.name}.lock", timeout=timeout, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DatasetError(f"another process is writing dataset {path} (this one waited {timeout:g} s for "
+                           "it); try again when it has finished, or pass a longer lock_timeout.") from None
+    except OSError as err:
+        raise DatasetError(f"cannot lock dataset {path} for writing ({err}); the directory "
+                           f"{path.parent} must be writable.") from err
+    return lock
+
+
+def _sweep_dead_writers(path: Path) -> None:
+    """Remove what dead writers of ``path`` left beside it; call only while holding its lock.
+
+    A writer holds the lock for as long as its ``.partial`` folder exists, so one found now
+    belongs to a writer that is gone. A ``.replaced`` folder without a dataset at ``path``
+    means a writer died between moving the old dataset aside and the new one in: the old one
+    is moved back.
+    """
+    leftovers = [(entry, match["kind"]) for entry in path.parent.iterdir()
+                 if (match := _LEFTOVER.fullmatch(entry.name)) and match["name"] == path.name]
+    replaced = [entry for entry, kind in leftovers if kind == "replaced"]
+    if replaced and not path.exists():
+        newest = max(replaced, key=lambda e: e.lstat().st_mtime_ns)
+        os.replace(newest, path)
+        leftovers = [(e, k) for e, k in leftovers if e != newest]
+    for entry, _ in leftovers:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, map_size: int = 64,
                    storage: str = "float32", provenance: dict | None = None,
                    overwrite: bool = False, chunk_maps: int | None = None,
-                   quantisation: dict[str, dict] | None = None) -> DatasetWriter:
+                   quantisation: dict[str, dict] | None = None,
+                   lock_timeout: float = LOCK_TIMEOUT_S) -> DatasetWriter:
     """Start writing a new dataset; it appears at ``path`` only when the writer is closed.
 
     Parameters
@@ -354,8 +581,9 @@ def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, 
     chunk_maps : maps per chunk file (default: 128 for compact, ~32 MiB files for raw).
     quantisation : compact storage only: per channel ``{"mode": "absolute"|"relative",
         "step": float}`` overriding the defaults of `mapstore.default_quantisation`.
+    lock_timeout : seconds to wait for another writer of ``path`` before a DatasetError.
     """
-    path = Path(path)
+    path = Path(path).resolve()
     channels = list(channels)
     if storage not in STORAGE_KINDS:
         raise DatasetError(f"unknown storage kind {storage!r}; use one of {', '.join(STORAGE_KINDS)}.")
@@ -364,9 +592,6 @@ def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, 
     missing = [c for c in channels if c not in units]
     if missing:
         raise DatasetError(f"no unit given for channel(s) {missing}; pass units={{name: unit}}.")
-    if path.exists() and not overwrite:
-        raise DatasetError(f"{path} already exists; pass overwrite=True to replace it, or use "
-                           "append_to_dataset to add maps.")
     map_shape = (len(channels), int(map_size), int(map_size))
     quant = None
     if storage == "compact":
@@ -392,30 +617,53 @@ def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, 
         "catalog_parts": [],
         "provenance": provenance or {},
     }
-    work = path.parent / f".{path.name}.partial-{uuid.uuid4().hex}"
-    (work / MAPS_DIR).mkdir(parents=True)
-    (work / CATALOG_DIR).mkdir()
-    return DatasetWriter(path, work, manifest, existing_ids=set(), existing_units=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_for_writing(path, lock_timeout)
+    try:
+        _sweep_dead_writers(path)
+        if path.exists() and not overwrite:
+            raise DatasetError(f"{path} already exists; pass overwrite=True to replace it, or use "
+                               "append_to_dataset to add maps.")
+        work = path.parent / f".{path.name}.partial-{uuid.uuid4().hex}"
+        (work / MAPS_DIR).mkdir(parents=True)
+        (work / CATALOG_DIR).mkdir()
+    except BaseException:
+        lock.release()
+        raise
+    return DatasetWriter(path, work, manifest, lock=lock, existing_ids=set(), existing_units=None)
 
 
-def append_to_dataset(path: str | os.PathLike) -> DatasetWriter:
-    """Start appending maps to an existing dataset; committed on close (manifest replace)."""
-    path = Path(path)
-    ds = open_dataset(path)
-    manifest = ds.manifest
-    listed = {MANIFEST} | {c["file"] for c in manifest["chunks"]} | {
-        p["file"] for p in manifest["catalog_parts"]}
-    for sub in (MAPS_DIR, CATALOG_DIR):  # orphans of an interrupted append
-        for f in (path / sub).iterdir() if (path / sub).is_dir() else ():
-            if f"{sub}/{f.name}" not in listed:
-                f.unlink()
-    for f in path.glob(f".{MANIFEST}.*.tmp"):
-        f.unlink()
-    ids = set(ds.catalog["id"].tolist()) if len(ds) else set()
-    units = ds.column_units if manifest["catalog_parts"] else None
-    columns = list(ds.catalog.columns) if manifest["catalog_parts"] else None
-    return DatasetWriter(path, path, manifest, existing_ids=ids, existing_units=units,
-                         existing_columns=columns)
+def append_to_dataset(path: str | os.PathLike, lock_timeout: float = LOCK_TIMEOUT_S) -> DatasetWriter:
+    """Start appending maps to an existing dataset; committed on close (manifest replace).
+
+    Waits up to ``lock_timeout`` seconds for another writer of the dataset, then reads the
+    manifest: the maps and ids appended are checked against the dataset as it is then.
+    """
+    path = Path(path).resolve()
+    if not path.is_dir() and not (path.parent.is_dir() and any(path.parent.glob(f".{path.name}.replaced-*"))):
+        open_dataset(path)  # raises the DatasetError that says what is missing
+    lock = _lock_for_writing(path, lock_timeout)
+    try:
+        _sweep_dead_writers(path)
+        committed = (path / MANIFEST).read_bytes() if (path / MANIFEST).is_file() else b""
+        ds = open_dataset(path)
+        manifest = ds.manifest
+        listed = {MANIFEST} | {c["file"] for c in manifest["chunks"]} | {
+            p["file"] for p in manifest["catalog_parts"]}
+        for sub in (MAPS_DIR, CATALOG_DIR):  # files of dead writers: no live writer can hold any now
+            for f in (path / sub).iterdir() if (path / sub).is_dir() else ():
+                if f"{sub}/{f.name}" not in listed and not f.is_dir():
+                    f.unlink()
+        for f in path.glob(f".{MANIFEST}.*.tmp"):
+            f.unlink()
+        ids = set(ds.catalog["id"].tolist()) if len(ds) else set()
+        units = ds.column_units if manifest["catalog_parts"] else None
+        columns = list(ds.catalog.columns) if manifest["catalog_parts"] else None
+    except BaseException:
+        lock.release()
+        raise
+    return DatasetWriter(path, path, manifest, lock=lock, existing_ids=ids, existing_units=units,
+                         existing_columns=columns, committed_manifest=committed)
 
 
 class DatasetWriter:
@@ -425,11 +673,13 @@ class DatasetWriter:
     left untouched (new files removed) when it raises.
     """
 
-    def __init__(self, final: Path, work: Path, manifest: dict, *, existing_ids: set,
+    def __init__(self, final: Path, work: Path, manifest: dict, *, lock: FileLock, existing_ids: set,
                  existing_units: dict[str, str] | None,
-                 existing_columns: list[str] | None = None) -> None:
+                 existing_columns: list[str] | None = None, committed_manifest: bytes | None = None) -> None:
         self._final = final
         self._work = work
+        self._lock = lock
+        self._committed_manifest = committed_manifest
         self._manifest = manifest
         self._ids = existing_ids
         self._units = dict(existing_units or {})
@@ -521,9 +771,10 @@ class DatasetWriter:
         name = f"{MAPS_DIR}/chunk-{start:010d}{CHUNK_SUFFIX[self._storage['kind']]}"
         data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels)
         path = self._work / name
+        _fsync_write(path, data, exclusive=True)
         self._new_files.append(path)
-        _fsync_write(path, data)
-        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": len(maps)})
+        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": len(maps),
+                                         CHECKSUM_KEY: _sha256(data)})
         self._flushed_maps += len(maps)
 
     def _write_part(self, rows: pd.DataFrame) -> None:
@@ -533,12 +784,14 @@ class DatasetWriter:
         fields = [f.with_metadata({b"unit": self._units[f.name].encode()}) if self._units.get(f.name)
                   else f for f in table.schema]
         table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
         path = self._work / name
+        _fsync_write(path, data, exclusive=True)
         self._new_files.append(path)
-        pq.write_table(table, path)
-        with open(path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        self._manifest["catalog_parts"].append({"file": name, "start": start, "n_rows": len(rows)})
+        self._manifest["catalog_parts"].append({"file": name, "start": start, "n_rows": len(rows),
+                                                CHECKSUM_KEY: _sha256(data)})
         self._flushed_rows += len(rows)
 
     def close(self) -> None:
@@ -548,31 +801,52 @@ class DatasetWriter:
         try:
             self._flush(final=True)
             self._manifest["n_maps"] = self._n
+            if self._committed_manifest is not None:
+                self._check_unchanged()
             _write_manifest(self._work, self._manifest)
+            if self._work != self._final:
+                self._move_into_place()
         except BaseException:
             self.abort()
             raise
         self._closed = True
-        if self._work != self._final:
-            self._move_into_place()
+        self._lock.release()
+
+    def _check_unchanged(self) -> None:
+        """Refuse to commit an append over a manifest that another (lock-less) writer replaced."""
+        file = self._final / MANIFEST
+        if not file.is_file() or file.read_bytes() != self._committed_manifest:
+            raise DatasetError(f"{self._final} was changed by another program while this append was "
+                               "running (its manifest is not the one this writer started from), so this "
+                               "append was discarded; append again.")
 
     def _move_into_place(self) -> None:
         old = None
         if self._final.exists():
             old = self._final.parent / f".{self._final.name}.replaced-{uuid.uuid4().hex}"
             os.replace(self._final, old)
-        os.replace(self._work, self._final)
+        try:
+            os.replace(self._work, self._final)
+        except BaseException:
+            if old is not None:  # put the old dataset back (a kill here is undone by the next writer)
+                os.replace(old, self._final)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         """Discard everything written by this writer; the dataset stays as it was."""
-        self._closed = True
-        if self._work != self._final:
-            shutil.rmtree(self._work, ignore_errors=True)
+        if self._closed:
             return
-        for f in self._new_files:
-            f.unlink(missing_ok=True)
+        self._closed = True
+        try:
+            if self._work != self._final:
+                shutil.rmtree(self._work, ignore_errors=True)
+            else:
+                for f in self._new_files:
+                    f.unlink(missing_ok=True)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -598,6 +872,11 @@ def describe(dataset: Dataset) -> str:
              f"{m['storage']['chunk_maps']} maps, {len(m['catalog_parts'])} catalogue part(s), "
              f"{dataset.disk_bytes() / 1e6:.2f} MB on disk",
              f"  fingerprint: {dataset.fingerprint[:16]}"]
+    listed = m["chunks"] + m["catalog_parts"]
+    summed = sum(CHECKSUM_KEY in e for e in listed)
+    lines.append("  checksums: " + (f"SHA-256 of all {len(listed)} files" if summed == len(listed)
+                                    else f"SHA-256 of {summed} of {len(listed)} files" if summed
+                                    else "none (written before galexplore recorded checksums)"))
     if m["storage"]["quantisation"]:
         lines.append("  quantisation: " + ", ".join(
             f"{ch} {q['mode']} step {q['step']:g}" for ch, q in zip(dataset.channels, m["storage"]["quantisation"])))
