@@ -148,6 +148,9 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ModelError(f"the model card is not valid JSON ({err}); re-save the checkpoint") from err
+        except RecursionError:
+            raise ModelError("the model card nests its JSON too deeply to be a galexplore card; "
+                             "re-save the checkpoint") from None
         if not isinstance(data, dict):
             raise ModelError("the model card must be a JSON object; re-save the checkpoint")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -382,8 +385,12 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
             f"not match card.json's checksum ({card.checksum[:12]}... expected, "
             f"{actual[:12]}... found). Re-save it with save_checkpoint or restore the original files."
         )
+    # the card's shapes are checked on a skeleton that allocates nothing, so a card asking
+    # for an absurd model fails here rather than in the allocator
+    with torch.device("meta"):
+        skeleton = build_model(card.architecture, **card.hyperparameters)
+    _check_state_matches(skeleton, state, directory, card)
     model = build_model(card.architecture, **card.hyperparameters)
-    _check_state_matches(model, state, directory, card)
     model.load_state_dict(state, strict=True)
     return model.to(resolve_device(device)).eval(), card
 
