@@ -26,6 +26,10 @@ from galexplore.paths import data_dir
 # (published inference code of SpaceMeerkat/CAE), separating kappa above and below 0.5.
 DAWSON2020_FOLDED_R = 2.960960960960961
 DAWSON2020_KAPPA_THRESHOLD = 0.5
+# Its latent angle -> position angle (east of north, receding side): not published; measured
+# by `python scripts/calibrate_dawson2020_pa.py 120 2020` on 120 regular exponential discs
+# made with KinMS directly (residual sigma 1.9 deg).
+DAWSON2020_PA_CALIBRATION = {"sense": 1, "offset_deg": 125.9}
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,7 @@ def import_dawson2020(source_dir: str | os.PathLike, out: str | os.PathLike | No
         extras={
             "pca": {"mean": pca["mean"].tolist(), "components": pca["components"].tolist()},
             "boundary": {"folded_r": DAWSON2020_FOLDED_R, "kappa_threshold": DAWSON2020_KAPPA_THRESHOLD},
+            "pa_calibration": dict(DAWSON2020_PA_CALIBRATION),
             "paper": entry.paper,
             "licence": entry.licence,
             "source": {"repository": entry.repository,
