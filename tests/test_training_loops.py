@@ -18,7 +18,7 @@ from galexplore.errors import ColumnError, ParameterError, TrainingError
 from galexplore.models.checkpoint import load_checkpoint, read_card
 from galexplore.training.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, JobManager, TrainingJob
 from galexplore.training.loops import TrainConfig, train
-from galexplore.training.samplers import split_by_galaxy
+from galexplore.training.samplers import split_by_galaxy, split_train_validation_test
 
 N_GALAXIES, N_VIEWS = 32, 2
 
@@ -81,8 +81,9 @@ def test_cae_training_lowers_the_loss_and_writes_a_full_card(tiny, tmp_path):
     assert card.metrics["best_val_loss"] == min(h["val_loss"] for h in history)
     data = card.training_data
     assert data["dataset_fingerprint"] == open_dataset(tiny).fingerprint
-    assert data["n_train"] + data["n_test"] == N_GALAXIES * N_VIEWS
-    assert data["n_train_galaxies"] + data["n_test_galaxies"] == N_GALAXIES
+    assert data["n_train"] + data["n_validation"] + data["n_test"] == N_GALAXIES * N_VIEWS
+    assert data["n_train_galaxies"] + data["n_validation_galaxies"] + data["n_test_galaxies"] == N_GALAXIES
+    assert data["n_validation_galaxies"] >= 1 and data["n_test_galaxies"] >= 1
     assert data["sampler"] == "kappa_balanced" and data["split_seed"] == 0
     pca = card.extras["pca"]
     assert np.asarray(pca["components"]).shape == (3, 3)
@@ -165,7 +166,7 @@ def test_regressor_trains_on_noisy_distances_and_stores_its_scalings(tiny, tmp_p
     assert card.training_data["label_columns"] == {"log_mstar": "log_mstar", "distance": "distance_z"}
     assert card.channels == ["mom0", "mom1", "mom2"] and card.latent_names[0] == "h0"
     catalog = open_dataset(tiny).catalog
-    train_rows, _ = split_by_galaxy(catalog["galaxy_id"].to_numpy(), 0.2, seed=0)
+    train_rows, _, _ = split_train_validation_test(catalog["galaxy_id"].to_numpy(), 0.1, 0.2, seed=0)
     # the distance output is standardised with the statistics of D_z, not of D
     labels = catalog[["log_mstar", "distance_z"]].to_numpy()[train_rows]
     np.testing.assert_allclose(model.target_mean.numpy(), labels.mean(axis=0), rtol=1e-5)
@@ -175,6 +176,37 @@ def test_regressor_trains_on_noisy_distances_and_stores_its_scalings(tiny, tmp_p
     assert card.metrics["test"]["distance"]["unit"] == "Mpc"
 
 
+def _with_test_maps_replaced(source, destination, test_fraction: float = 0.2, seed: int = 0):
+    """A copy of the dataset ``source`` whose held-out test galaxies (the test split of
+    `split_by_galaxy`, which training uses) have other maps: noise instead of discs."""
+    dataset = open_dataset(source)
+    catalog = dataset.catalog
+    _, test_rows = split_by_galaxy(catalog["galaxy_id"].to_numpy(), test_fraction, seed)
+    maps = dataset.maps[np.arange(len(dataset))]
+    maps[test_rows] = np.random.default_rng(1).normal(0.0, 300.0, maps[test_rows].shape).astype(np.float32)
+    maps[test_rows, 3] = np.abs(np.round(maps[test_rows, 3]))  # env stays counts
+    with create_dataset(destination, dataset.channels, dataset.units) as writer:
+        writer.append(maps, catalog, column_units={k: v for k, v in dataset.column_units.items() if v})
+    return destination, test_rows
+
+
+@pytest.mark.parametrize("kind", ["cae", "regressor"])
+def test_training_never_reads_the_test_split(tiny, tmp_path, kind):
+    """Changing every map of the test galaxies changes no trained weight, no chosen epoch and
+    nothing fitted for the card (boundary, PCA, scalings): only the test figures."""
+    altered, test_rows = _with_test_maps_replaced(tiny, tmp_path / "altered")
+    extra = dict(targets=["log_mstar"], latent_dim=8) if kind == "regressor" else {}
+    config = _config(kind=kind, epochs=3, images_per_epoch=32, **extra)
+    first = train(config, tiny, tmp_path / "first")
+    second = train(config, altered, tmp_path / "second")
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    card_a, card_b = read_card(first), read_card(second)
+    assert card_a.metrics["history"] == card_b.metrics["history"]  # same validation losses, same epoch kept
+    assert card_a.extras == card_b.extras
+    assert card_a.metrics["test"] != card_b.metrics["test"]  # the test figures did see the change
+    assert card_a.training_data["n_test"] == len(test_rows)
+
+
 def test_configuration_errors(tiny, tmp_path):
     with pytest.raises(ColumnError, match="no_such_column"):
         train(_config(kind="regressor", targets=["no_such_column"]), tiny, tmp_path / "x")
@@ -182,6 +214,10 @@ def test_configuration_errors(tiny, tmp_path):
         train(_config(kind="regressor", targets=["log_mstar"], noisy_labels=True), tiny, tmp_path / "x")
     with pytest.raises(ParameterError, match="kind"):
         train(_config(kind="gan"), tiny, tmp_path / "x")
+    with pytest.raises(ParameterError, match="images_per_epoch must be an integer of at most"):
+        train(_config(images_per_epoch=10**11), tiny, tmp_path / "x")
+    with pytest.raises(ParameterError, match="validation_fraction"):
+        train(_config(validation_fraction=0.85, test_fraction=0.2), tiny, tmp_path / "x")
     out = train(_config(epochs=1, images_per_epoch=16), tiny, tmp_path / "once")
     with pytest.raises(ParameterError, match="already holds a checkpoint"):
         train(_config(epochs=1, images_per_epoch=16), tiny, out)

@@ -179,13 +179,22 @@ def _dawson_metrics(card, rows: pd.DataFrame, train: np.ndarray, scored: np.ndar
     }
     out["latent_classifier"] = _latent_classifier_recall(rows, kappa > threshold, train, scored)
     pca_columns = ["pca_0", "pca_1", "pca_2"]
-    if all(c in rows.columns for c in pca_columns) and "pa" in rows.columns and "inc" in rows.columns:
+    pa_column = "pa_kin" if "pa_kin" in rows.columns else "pa"  # the kinematic PA, where the catalogue has it
+    if all(c in rows.columns for c in pca_columns) and pa_column in rows.columns and "inc" in rows.columns:
         angle = latent_angle(rows[pca_columns].to_numpy(dtype=np.float64))
-        pa = rows["pa"].to_numpy(dtype=np.float64)
-        calibration = PositionAngleCalibration().fit(angle[train], pa[train])
+        pa = rows[pa_column].to_numpy(dtype=np.float64)
+        card_calibration = extras.get("pa_calibration")
+        if card_calibration:  # the model's own: every row is held out from it
+            calibration = PositionAngleCalibration.from_params(card_calibration["sense"],
+                                                               card_calibration["offset_deg"])
+            source = "card"
+        else:
+            calibration = PositionAngleCalibration().fit(angle[train], pa[train])
+            source = "fitted on train" if not train.all() else "fitted on all rows"
         residual = calibration.residuals(calibration.transform(angle[scored]), pa[scored])
         by_inc = pa_residual_sigma_by_inclination(residual, rows["inc"].to_numpy(dtype=np.float64)[scored])
-        out["position_angle"] = {**calibration.to_dict(), "sigma_deg": float(np.nanstd(residual, ddof=1)),
+        out["position_angle"] = {**calibration.to_dict(), "calibration": source, "against": pa_column,
+                                 "sigma_deg": float(np.nanstd(residual, ddof=1)),
                                  "by_inclination": _records(by_inc[by_inc["n"] > 0])}
     return out
 

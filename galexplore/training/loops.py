@@ -27,7 +27,7 @@ from galexplore.errors import ColumnError, ParameterError, TrainingError
 from galexplore.models.checkpoint import CARD_FILE, ModelCard, save_checkpoint
 from galexplore.models.device import resolve_device
 from galexplore.models.registry import build_model
-from galexplore.training.samplers import draw_epoch, kappa_balanced_weights, split_by_galaxy
+from galexplore.training.samplers import draw_epoch, kappa_balanced_weights, split_train_validation_test
 
 KINDS = ("cae", "cae-free", "vae", "regressor")
 ARCHITECTURES = {"cae": "dawson2020_cae", "cae-free": "cae_free", "vae": "environment_vae",
@@ -45,6 +45,10 @@ NOISY_LABEL_COLUMNS = {"distance": "distance_z"}
 KAPPA_THRESHOLD = 0.5
 LOAD_CHUNK = 1024
 EVAL_BATCH = 256
+#: Largest accepted epochs, batch size and images per epoch (beyond, a typo, not a plan).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGES_PER_EPOCH = 10_000_000
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -77,8 +81,11 @@ class TrainConfig:
         Regressor: train the ``distance`` target on ``distance_z`` (Quigley et al.).
     images_per_epoch : int
         Images drawn (with replacement) per epoch; kappa-balanced for CAEs, uniform otherwise.
+    validation_fraction : float
+        Fraction of galaxies held out to choose the epoch whose weights are kept.
     test_fraction : float
-        Fraction of galaxies held out for validation and the card's test metrics.
+        Fraction of galaxies held out for the card's test figures; never used while training
+        or choosing the epoch.
     lr_halving_epochs : int
         Epochs between halvings of the learning rate.
     name : str or None
@@ -104,6 +111,7 @@ class TrainConfig:
     latent_dim: int | None = None
     noisy_labels: bool = False
     images_per_epoch: int = 6400
+    validation_fraction: float = 0.1
     test_fraction: float = 0.2
     lr_halving_epochs: int = 30
     name: str | None = None
@@ -119,6 +127,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        for name, largest in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE),
+                              ("images_per_epoch", MAX_IMAGES_PER_EPOCH)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value > largest:
+                raise ParameterError(f"{name} must be an integer of at most {largest:,}, got {value!r}")
         if self.images_per_epoch < 2:
             raise ParameterError(f"images_per_epoch must be at least 2, got {self.images_per_epoch}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -127,6 +140,9 @@ class TrainConfig:
             raise ParameterError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ParameterError(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction}")
+        if not 0.0 < self.validation_fraction < 1.0 - self.test_fraction:
+            raise ParameterError(f"validation_fraction must lie strictly between 0 and 1 - test_fraction "
+                                 f"({1.0 - self.test_fraction:g}), got {self.validation_fraction}")
         if self.kind == "regressor" and not self.targets:
             raise ParameterError("a regressor needs at least one target column: pass --target NAME")
         if self.kind != "regressor" and (self.targets or self.noisy_labels):
@@ -153,7 +169,8 @@ class _Problem:
     inputs: torch.Tensor                  # (n, C, 64, 64) model input of those rows
     labels: torch.Tensor | None           # (n, T) physical regression labels
     train_index: np.ndarray               # into rows
-    test_index: np.ndarray
+    validation_index: np.ndarray          # chooses the epoch
+    test_index: np.ndarray                # the card's held-out figures only
     sampling_weights: np.ndarray          # over train_index
     sampler: str
     latent_names: list[str]
@@ -180,7 +197,8 @@ def train(config: TrainConfig, dataset: Any, out_dir: str | os.PathLike,
         "best_val_loss", "learning_rate", "elapsed_s", "eta_s", "device", "partial"}``.
     stop_event : threading.Event or multiprocessing.Event, optional
         When set, training ends after the current batch. KeyboardInterrupt does the same.
-        Either way the weights with the lowest validation loss are saved.
+        Either way the weights with the lowest validation loss are saved (the validation
+        set, not the test set, chooses them).
 
     Returns
     -------
@@ -297,9 +315,10 @@ def _rows(config: TrainConfig, n: int) -> np.ndarray:
     return rows
 
 
-def _split(config: TrainConfig, catalog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _split(config: TrainConfig, catalog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = catalog["galaxy_id"] if "galaxy_id" in catalog.columns else catalog["id"]
-    return split_by_galaxy(np.asarray(ids)[rows], config.test_fraction, config.seed)
+    return split_train_validation_test(np.asarray(ids)[rows], config.validation_fraction, config.test_fraction,
+                                       config.seed)
 
 
 def _prepare_autoencoder(config: TrainConfig, dataset: Any) -> _Problem:
@@ -309,7 +328,7 @@ def _prepare_autoencoder(config: TrainConfig, dataset: Any) -> _Problem:
     noisy = "snr" in catalog.columns and bool(np.isfinite(np.asarray(catalog["snr"], dtype=float)).any())
     recipe = "dawson2020_noisy" if noisy else "dawson2020"
     rows = _rows(config, len(dataset))
-    train_index, test_index = _split(config, catalog, rows)
+    train_index, validation_index, test_index = _split(config, catalog, rows)
     if "kappa" in catalog.columns:
         weights = kappa_balanced_weights(np.asarray(catalog["kappa"], dtype=float)[rows[train_index]])
         sampler = "kappa_balanced"
@@ -322,7 +341,7 @@ def _prepare_autoencoder(config: TrainConfig, dataset: Any) -> _Problem:
         hyperparameters={"in_channels": 1, "latent_dim": latent_dim},
         channels=channels, recipe=recipe, rows=rows,
         inputs=_load_inputs(dataset, channels, recipe, rows), labels=None,
-        train_index=train_index, test_index=test_index, sampling_weights=weights, sampler=sampler,
+        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=weights, sampler=sampler,
         latent_names=[f"z{i}" for i in range(latent_dim)],
     )
 
@@ -332,14 +351,14 @@ def _prepare_vae(config: TrainConfig, dataset: Any) -> _Problem:
     channels = list(config.channels) or ["env"]
     dataset.channel_index(channels[0])
     rows = _rows(config, len(dataset))
-    train_index, test_index = _split(config, catalog, rows)
+    train_index, validation_index, test_index = _split(config, catalog, rows)
     latent_dim = config.latent_dim or DEFAULT_LATENT_DIM["vae"]
     return _Problem(
         architecture=ARCHITECTURES["vae"],
         hyperparameters={"latent_dim": latent_dim, "in_channels": 1},
         channels=channels, recipe="physical", rows=rows,
         inputs=_load_inputs(dataset, channels, "physical", rows), labels=None,
-        train_index=train_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
+        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
         sampler="uniform", latent_names=[f"z{i}" for i in range(latent_dim)],
     )
 
@@ -367,7 +386,7 @@ def _prepare_regressor(config: TrainConfig, dataset: Any) -> _Problem:
     rows = np.intersect1d(_rows(config, len(dataset)), np.flatnonzero(np.isfinite(labels).all(axis=1)))
     if rows.size < 4:
         raise ParameterError(f"only {rows.size} rows have finite values of {outputs}; the regressor needs more")
-    train_index, test_index = _split(config, catalog, rows)
+    train_index, validation_index, test_index = _split(config, catalog, rows)
     inputs = _load_inputs(dataset, channels, "physical", rows)
     scale = []
     for c, name in enumerate(channels):
@@ -395,7 +414,7 @@ def _prepare_regressor(config: TrainConfig, dataset: Any) -> _Problem:
                          "output_units": [units.get(name, "") for name in outputs], "latent_dim": latent_dim},
         channels=channels, recipe="physical", rows=rows, inputs=inputs,
         labels=torch.from_numpy(labels[rows].astype(np.float32)),
-        train_index=train_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
+        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
         sampler="uniform", latent_names=[f"h{i}" for i in range(latent_dim)],
         outputs=outputs, output_units={name: units.get(name, "") for name in outputs},
         extras={"input_scale": dict(zip(channels, scale)),
@@ -427,10 +446,10 @@ def _batches(n: int, batch_size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def _evaluate(kind: str, model: nn.Module, problem: _Problem, device: torch.device) -> float:
-    """Mean loss over the test set, in evaluation mode."""
+    """Mean loss over the validation set, in evaluation mode."""
     model.eval()
     total, count = 0.0, 0
-    index = problem.test_index
+    index = problem.validation_index
     for part in _batches(len(index), EVAL_BATCH):
         rows = index[part]
         x = problem.inputs[rows].to(device)
@@ -568,13 +587,15 @@ def _autoencoder_extras(problem: _Problem, dataset: Any, train_latent: np.ndarra
         metrics["confusion_matrix"] = np.asarray(
             confusion_matrix(truth, predicted, normalize=True, labels=[0, 1])).tolist()
         metrics["mean_recall"] = float(mean_recall(truth, predicted))
-    if "pa" in catalog.columns:
-        calibration = PositionAngleCalibration().fit(latent_angle(pca.transform(train_latent)),
-                                                     np.asarray(catalog["pa"], dtype=float)[rows_train])
-        extras["pa_calibration"] = calibration.to_dict()
+    pa_column = "pa_kin" if "pa_kin" in catalog.columns else "pa" if "pa" in catalog.columns else None
+    if pa_column is not None:
+        true_pa = np.asarray(catalog[pa_column], dtype=float)
+        calibration = PositionAngleCalibration().fit(latent_angle(pca.transform(train_latent)), true_pa[rows_train])
+        extras["pa_calibration"] = {**calibration.to_dict(), "against": pa_column}
         residual = calibration.residuals(calibration.transform(latent_angle(pca.transform(test_latent))),
-                                         np.asarray(catalog["pa"], dtype=float)[rows_test])
-        metrics["pa_residual_sigma_deg"] = float(np.std(residual, ddof=1))
+                                         true_pa[rows_test])
+        metrics["pa_residual_sigma_deg"] = float(np.nanstd(residual, ddof=1))
+        metrics["pa_against"] = pa_column
     return extras, metrics
 
 
@@ -630,10 +651,14 @@ def _model_card(config: TrainConfig, dataset: Any, out_dir: Path, problem: _Prob
     galaxies = np.asarray(ids)[problem.rows]
     training_data = {
         "dataset_path": str(Path(dataset.path).resolve()), "dataset_fingerprint": dataset.fingerprint,
-        "n_train": int(len(problem.train_index)), "n_test": int(len(problem.test_index)),
+        "n_train": int(len(problem.train_index)), "n_validation": int(len(problem.validation_index)),
+        "n_test": int(len(problem.test_index)),
         "n_train_galaxies": int(np.unique(galaxies[problem.train_index]).size),
+        "n_validation_galaxies": int(np.unique(galaxies[problem.validation_index]).size),
         "n_test_galaxies": int(np.unique(galaxies[problem.test_index]).size),
-        "split": "by galaxy", "split_seed": config.seed, "test_fraction": config.test_fraction,
+        "split": "by galaxy: train / validation (chooses the epoch) / test (figures only)",
+        "split_seed": config.seed, "validation_fraction": config.validation_fraction,
+        "test_fraction": config.test_fraction,
         "sampler": problem.sampler, "label_columns": problem.label_columns,
         "config": dataclasses.asdict(config), "device": str(device),
     }

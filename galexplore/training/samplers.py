@@ -1,8 +1,9 @@
-"""Which training images an epoch sees: kappa-balanced draws and a train/test split by galaxy.
+"""Which training images an epoch sees: kappa-balanced draws and splits by galaxy.
 
 Dawson et al. (2020, sec. 2.6) draw a fixed number of images per epoch (6400) with
 replacement, weighting each image so that every circularity bin of width 0.1 is drawn
-equally often; the held-out test set must not contain other views of a training galaxy.
+equally often; held-out sets must not contain other views of a training galaxy. Training
+selects its epoch on a validation set and reports figures on a separate test set.
 """
 
 from __future__ import annotations
@@ -125,3 +126,26 @@ def split_by_galaxy(galaxy_ids: np.ndarray, test_fraction: float, seed: int) -> 
     n_test = min(max(1, int(round(test_fraction * unique.size))), unique.size - 1)
     is_test = np.isin(galaxy_ids, shuffled[:n_test])
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def split_train_validation_test(galaxy_ids: np.ndarray, validation_fraction: float, test_fraction: float,
+                                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split map indices three ways by galaxy: train, validation (model selection) and test
+    (the card's held-out figures, never seen while training or choosing the epoch).
+
+    The test set is the one `split_by_galaxy` (``test_fraction``, ``seed``) holds out, so
+    that a card's split can be re-derived from its seed and fractions; the validation set
+    is ``validation_fraction`` of all galaxies, drawn from the rest with seed ``seed + 1``.
+
+    Returns
+    -------
+    train_index, validation_index, test_index : sorted numpy.ndarray of int64 into ``galaxy_ids``
+    """
+    if not 0.0 < validation_fraction < 1.0 or validation_fraction + test_fraction >= 1.0:
+        raise ParameterError(f"validation_fraction must lie in (0, 1) and leave galaxies for training next to "
+                             f"test_fraction {test_fraction}; got {validation_fraction}")
+    galaxy_ids = np.asarray(galaxy_ids)
+    rest, test_index = split_by_galaxy(galaxy_ids, test_fraction, seed)
+    share_of_rest = validation_fraction / (1.0 - test_fraction)
+    train_in_rest, validation_in_rest = split_by_galaxy(galaxy_ids[rest], share_of_rest, seed + 1)
+    return rest[train_in_rest], rest[validation_in_rest], test_index
