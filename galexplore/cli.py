@@ -88,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         latent_dim=args.latent_dim,
         noisy_labels=args.noisy_labels,
         images_per_epoch=args.images_per_epoch,
+        lr_halving_epochs=args.lr_halving_epochs,
     )
     out = train_from_cli(config, args.dataset, args.out)
     print(f"wrote {out}")
@@ -155,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean fraction of galaxies with disturbed gas (sets the kappa imbalance)")
     p.add_argument("--environment-coupling", type=float, default=1.0,
                    help="how strongly dense environments raise the chance of disturbed gas (0 = none)")
-    p.add_argument("--storage", choices=["compact", "float32"], default="float32",
-                   help="compact: quantised and compressed maps (for shipping); float32: raw, memory-mapped")
+    p.add_argument("--storage", choices=["compact", "float16", "float32"], default="float32",
+                   help="compact: quantised and compressed maps (for shipping); float16 / float32: raw, memory-mapped")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample)
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--noisy-labels", action="store_true", help="train distances on D_z (Quigley et al.)")
     p.add_argument("--images-per-epoch", type=int, default=6400)
+    p.add_argument("--lr-halving-epochs", type=int, default=30,
+                   help="epochs between halvings of the learning rate (30 in Dawson et al. 2020)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="print the papers' metrics for a model on a dataset")

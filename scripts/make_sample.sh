@@ -1,27 +1,57 @@
 #!/usr/bin/env bash
-# Rebuild the shipped sample: the mock universe, the four pretrained sample models and their
-# cached embeddings. About 4 minutes for the universe and ~1 hour of CPU training on 2 cores.
+# Rebuild the shipped sample and the pretrained sample models, and score them on held-out mocks.
+#
+#   scripts/make_sample.sh [WORKDIR] [EPOCHS]
+#
+# 1. the shipped sample (in git): sample_data/universe, 2,200 noiseless galaxies x 2 views,
+#    and sample_data/universe_snr10, 600 galaxies x 2 views at S/N 10 (eq. 2, smooth masking);
+# 2. outside git, in WORKDIR (default build/mock): a training universe (6,000 galaxies x 4 views)
+#    and held-out universes made with other seeds (1,500 x 2 noiseless, 800 x 2 at S/N 10);
+# 3. the four sample models trained on the training universe (train / validation / test split
+#    by galaxy, the epoch chosen on validation; EPOCHS, default 300 as in Dawson et al. 2020),
+#    `device=auto` (CUDA when present);
+# 4. their cached embeddings of the shipped sample, and `galexplore evaluate` on the held-out
+#    universes (WORKDIR/evaluate-*.json), the figures the README quotes.
+#
 # Regenerate only when the generator's output really changes: every copy stays in git history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+work=${1:-build/mock}
+epochs=${2:-300}
 ds=sample_data/universe
+noisy=sample_data/universe_snr10
 models=assets/models
-if [ "${1:-}" != "--models-only" ]; then
-    galexplore sample "$ds" --n-galaxies 2200 --views 2 --seed 2020 --storage compact --overwrite
-fi
+mkdir -p "$work"
+
+galexplore sample "$ds" --n-galaxies 2200 --views 2 --seed 2020 --storage compact --overwrite
+galexplore sample "$noisy" --n-galaxies 600 --views 2 --seed 2021 --snr 10 --storage compact --overwrite
+galexplore sample "$work/train" --n-galaxies 6000 --views 4 --seed 101 --storage float16 --overwrite
+galexplore sample "$work/heldout" --n-galaxies 1500 --views 2 --seed 202 --storage float16 --overwrite
+galexplore sample "$work/heldout_snr10" --n-galaxies 800 --views 2 --seed 303 --snr 10 --storage float16 --overwrite
+
 rm -rf "$models/cae_mom1" "$models/cae_free_mom1" "$models/env_vae" "$models/mass_regressor"
 mdm=$(for k in $(seq -w 0 19); do printf -- '--target log_mdm_%s ' "$k"; done)
-# Two single-threaded streams use both cores better than one two-threaded stream.
+# Two single-threaded streams use both cores of a laptop better than one two-threaded stream.
 (
-    OMP_NUM_THREADS=1 galexplore train cae "$ds" "$models/cae_mom1" --epochs 40 --seed 0
-    OMP_NUM_THREADS=1 galexplore train vae "$ds" "$models/env_vae" --epochs 30 --seed 0
+    OMP_NUM_THREADS=1 galexplore train cae "$work/train" "$models/cae_mom1" --epochs "$epochs" --seed 0
+    OMP_NUM_THREADS=1 galexplore train vae "$work/train" "$models/env_vae" --epochs $((epochs / 5)) --seed 0
 ) &
 (
-    OMP_NUM_THREADS=1 galexplore train cae-free "$ds" "$models/cae_free_mom1" --epochs 40 --seed 0
+    OMP_NUM_THREADS=1 galexplore train cae-free "$work/train" "$models/cae_free_mom1" --epochs "$epochs" --seed 0
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 galexplore train regressor "$ds" "$models/mass_regressor" --epochs 30 --seed 0 \
-        --noisy-labels --target log_mstar --target log_mgas --target log_m200 --target log_mtot_hsm \
+    OMP_NUM_THREADS=1 galexplore train regressor "$work/train" "$models/mass_regressor" --epochs $((epochs / 5)) \
+        --seed 0 --noisy-labels --target log_mstar --target log_mgas --target log_m200 --target log_mtot_hsm \
         --target log_mstar_hsm --target distance $mdm
 ) &
 wait
-for m in "$models"/*/; do galexplore embed "$m" "$ds"; done
+for m in "$models"/*/; do
+    galexplore embed "$m" "$ds"
+    name=$(basename "$m")
+    galexplore evaluate "$m" "$work/heldout" --json > "$work/evaluate-$name-heldout.json"
+done
+for m in "$models"/cae_mom1/ "$models"/cae_free_mom1/; do
+    galexplore embed "$m" "$noisy"
+    galexplore evaluate "$m" "$work/heldout_snr10" --json > "$work/evaluate-$(basename "$m")-snr10.json"
+done
+python scripts/sample_figures.py "$ds"
+python scripts/realism_figure.py "$work/heldout" docs/figures/realism.png

@@ -591,7 +591,7 @@ def _autoencoder_extras(problem: _Problem, dataset: Any, train_latent: np.ndarra
     if pa_column is not None:
         true_pa = np.asarray(catalog[pa_column], dtype=float)
         calibration = PositionAngleCalibration().fit(latent_angle(pca.transform(train_latent)), true_pa[rows_train])
-        extras["pa_calibration"] = {**calibration.to_dict(), "against": pa_column}
+        extras["pa_calibration"] = calibration.to_dict()
         residual = calibration.residuals(calibration.transform(latent_angle(pca.transform(test_latent))),
                                          true_pa[rows_test])
         metrics["pa_residual_sigma_deg"] = float(np.nanstd(residual, ddof=1))
