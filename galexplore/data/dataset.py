@@ -5,7 +5,7 @@ Layout::
     DATASET/
       manifest.json                      format version, shape, channels + units, storage,
                                          the committed chunk and catalogue files, provenance
-      maps/chunk-<first map>.f32|.f16|.lzma   N x C x H x W maps in physical units, NaN blank
+      maps/chunk-<first map>.f32|.f16|.zst|.lzma   N x C x H x W maps in physical units, NaN blank
       catalog/part-<first row>.parquet   catalogue rows, units in each field's b"unit" metadata
 
 Departure from DESIGN.md: the catalogue is stored as one or more Parquet *parts*
@@ -40,9 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from galexplore.data.mapstore import (
-    CHUNK_SUFFIX,
+    CHUNK_SUFFIXES,
+    COMPACT_CODEC,
+    COMPACT_CODECS,
+    LEGACY_COMPACT_CODEC,
     STORAGE_KINDS,
     ChunkReader,
+    chunk_suffix,
     default_chunk_maps,
     default_quantisation,
     encode_chunk,
@@ -61,8 +65,8 @@ CATALOG_PART_ROWS = 1 << 20
 MAX_CHANNELS = 64
 MAX_MAP_SIZE = 4096
 #: The only file names a manifest may list: chunk files of its storage kind and catalogue parts.
-CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}{re.escape(suffix)}")
-                      for kind, suffix in CHUNK_SUFFIX.items()}
+CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}({'|'.join(map(re.escape, suffixes))})")
+                      for kind, suffixes in CHUNK_SUFFIXES.items()}
 PART_FILE_PATTERN = re.compile(rf"{CATALOG_DIR}/part-\d{{10}}\.parquet")
 
 
@@ -124,6 +128,8 @@ def _check_manifest(manifest: dict, file: Path) -> None:
             and all(isinstance(q, dict) and q.get("mode") in ("absolute", "relative")
                     and isinstance(q.get("step"), (int, float)) and q["step"] > 0 for q in quantisation)):
         raise bad("compact storage needs one {mode, step > 0} quantisation per channel")
+    if storage["kind"] == "compact" and storage.get("codec", LEGACY_COMPACT_CODEC) not in COMPACT_CODECS:
+        raise bad(f"compact codec {storage.get('codec')!r} is not one of {', '.join(COMPACT_CODECS)}")
     pattern = CHUNK_FILE_PATTERN[storage["kind"]]
     for entries, count_key, file_pattern in ((manifest["chunks"], "n_maps", pattern),
                                               (manifest["catalog_parts"], "n_rows", PART_FILE_PATTERN)):
@@ -235,7 +241,8 @@ class Dataset:
             json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         self.maps = MapView(ChunkReader(
             path, self.storage, self.map_shape, [c["file"] for c in manifest["chunks"]],
-            [c["n_maps"] for c in manifest["chunks"]], manifest["storage"].get("quantisation")))
+            [c["n_maps"] for c in manifest["chunks"]], manifest["storage"].get("quantisation"),
+            codec=manifest["storage"].get("codec", LEGACY_COMPACT_CODEC)))
         self._catalog: pd.DataFrame | None = None
         self._column_units: dict[str, str] | None = None
 
@@ -387,7 +394,7 @@ def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, 
         "channels": [{"name": c, "unit": units[c]} for c in channels],
         "storage": {"kind": storage,
                     "chunk_maps": int(chunk_maps or default_chunk_maps(storage, map_shape)),
-                    "quantisation": quant},
+                    "quantisation": quant, **({"codec": COMPACT_CODEC} if storage == "compact" else {})},
         "chunks": [],
         "catalog_parts": [],
         "provenance": provenance or {},
@@ -518,8 +525,9 @@ class DatasetWriter:
 
     def _write_chunk(self, maps: np.ndarray) -> None:
         start = self._flushed_maps
-        name = f"{MAPS_DIR}/chunk-{start:010d}{CHUNK_SUFFIX[self._storage['kind']]}"
-        data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels)
+        name = f"{MAPS_DIR}/chunk-{start:010d}{chunk_suffix(self._storage)}"
+        data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels,
+                            codec=self._storage.get("codec", LEGACY_COMPACT_CODEC))
         path = self._work / name
         self._new_files.append(path)
         _fsync_write(path, data)
