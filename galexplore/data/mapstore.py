@@ -233,6 +233,21 @@ def _encode_zstd(q: np.ndarray, scales: np.ndarray, quantisation: list[dict]) ->
     return header + b"".join(frames)
 
 
+def _undo_differences(d: np.ndarray) -> np.ndarray:
+    """Invert the 2-D differences of (..., H, W) int16 codes: cumulative sums along rows and
+    columns, wrapping like the differences. Many planes: one vectorised add per row (and per
+    column, transposed), ~2x faster than ``np.cumsum`` there; few planes: ``np.cumsum``."""
+    if d[..., 0, 0].size < 16:
+        return np.cumsum(np.cumsum(d, axis=-2, dtype=np.int16), axis=-1, dtype=np.int16)
+    x = d.copy()
+    for i in range(1, x.shape[-2]):
+        x[..., i, :] += x[..., i - 1, :]
+    x = np.ascontiguousarray(x.swapaxes(-1, -2))
+    for j in range(1, x.shape[-2]):
+        x[..., j, :] += x[..., j - 1, :]
+    return x.swapaxes(-1, -2)
+
+
 def _decode_zstd_frames(frames: list[bytes], map_shape: tuple[int, int, int], quantisation: list[dict],
                         path: Path) -> np.ndarray:
     """(k, C, H, W) float32 maps from k zstd frames of one chunk."""
@@ -257,9 +272,9 @@ def _decode_zstd_frames(frames: list[bytes], map_shape: tuple[int, int, int], qu
     interleaved[..., 0], interleaved[..., 1] = planes[:, :, 0], planes[:, :, 1]
     zigzag = interleaved.view("<u2")[..., 0]
     q = ((zigzag >> 1) ^ -(zigzag & 1)).view(np.int16)  # -(z & 1) wraps to 0 or 0xFFFF
-    for j, spec in enumerate(quantisation):
-        if spec.get("delta", True):
-            q[:, j] = np.cumsum(np.cumsum(q[:, j], axis=-2, dtype=np.int16), axis=-1, dtype=np.int16)
+    predicted = [j for j, spec in enumerate(quantisation) if spec.get("delta", True)]
+    if predicted:
+        q[:, predicted] = _undo_differences(q[:, predicted])
     out = q * scales[:, :, None, None]
     out[blank] = np.nan
     return out
