@@ -46,10 +46,11 @@ from galexplore.data.mapstore import (
     LEGACY_COMPACT_CODEC,
     STORAGE_KINDS,
     ChunkReader,
+    check_encoded_chunk,
     chunk_suffix,
     default_chunk_maps,
     default_quantisation,
-    encode_chunk,
+    encode_chunk_for,
     quantise,
 )
 from galexplore.errors import DatasetError
@@ -458,6 +459,12 @@ class DatasetWriter:
         """Maps in the dataset once this writer commits."""
         return self._n
 
+    @property
+    def storage(self) -> dict:
+        """The manifest's storage entry (kind, chunk_maps, quantisation, codec): what
+        `mapstore.encode_chunk_for` needs to encode chunks for `append_encoded`."""
+        return json.loads(json.dumps(self._storage))
+
     def append(self, maps: np.ndarray, catalog: pd.DataFrame,
                column_units: dict[str, str] | None = None) -> None:
         """Add n maps (n, C, H, W; physical units, NaN blank) and their n catalogue rows."""
@@ -472,6 +479,40 @@ class DatasetWriter:
             raise DatasetError(f"got {len(maps)} maps but a catalogue of "
                                f"{len(catalog) if hasattr(catalog, '__len__') else '?'} rows; pass one "
                                "row per map as a pandas DataFrame.")
+        catalog = self._accept_rows(catalog, column_units)
+        if self._storage["kind"] == "compact":  # refuse unstorable maps now, not at flush
+            quantise(maps, self._storage["quantisation"], self._channels)
+        self._commit_rows(catalog, column_units)
+        self._map_buffer.append(np.asarray(maps, dtype=np.float32))
+        self._n += len(maps)
+        self._flush(final=False)
+
+    def append_encoded(self, data: bytes, n_maps: int, catalog: pd.DataFrame,
+                       column_units: dict[str, str] | None = None) -> None:
+        """Add one chunk file of ``n_maps`` maps that `mapstore.encode_chunk` already encoded with
+        this dataset's storage (in a worker process, say), and their ``n_maps`` catalogue rows.
+
+        Maps given to `append` before must fill whole chunks (they are written first).
+        """
+        if self._closed:
+            raise DatasetError("this dataset writer is closed; open a new one with append_to_dataset.")
+        if self._map_buffer:
+            raise DatasetError(f"append_encoded adds whole chunk files, but {sum(map(len, self._map_buffer))} "
+                               f"maps appended before it do not fill a chunk of {self._chunk_maps}; append "
+                               "them as encoded chunks too.")
+        if not isinstance(catalog, pd.DataFrame) or len(catalog) != n_maps:
+            raise DatasetError(f"got a chunk of {n_maps} maps but a catalogue of "
+                               f"{len(catalog) if hasattr(catalog, '__len__') else '?'} rows; pass one "
+                               "row per map as a pandas DataFrame.")
+        check_encoded_chunk(data, n_maps, self._storage, self._map_shape)
+        catalog = self._accept_rows(catalog, column_units)
+        self._write_encoded_chunk(data, n_maps)
+        self._commit_rows(catalog, column_units)
+        self._n += n_maps
+        self._flush(final=False)
+
+    def _accept_rows(self, catalog: pd.DataFrame, column_units: dict[str, str] | None) -> pd.DataFrame:
+        """The rows in the dataset's column order, after checking ids, columns and units."""
         catalog = self._check_catalog(catalog.reset_index(drop=True))
         for name, unit in (column_units or {}).items():
             if name not in catalog.columns:
@@ -479,15 +520,13 @@ class DatasetWriter:
             if self._units.get(name) and self._units[name] != unit:
                 raise DatasetError(f"column {name!r} already has unit {self._units[name]!r}, not "
                                    f"{unit!r}; convert the values to {self._units[name]!r}.")
-        if self._storage["kind"] == "compact":  # refuse unstorable maps now, not at flush
-            quantise(maps, self._storage["quantisation"], self._channels)
+        return catalog
+
+    def _commit_rows(self, catalog: pd.DataFrame, column_units: dict[str, str] | None) -> None:
         self._columns = list(catalog.columns)
         self._units.update(column_units or {})
         self._ids.update(catalog["id"].tolist())
-        self._map_buffer.append(np.asarray(maps, dtype=np.float32))
         self._row_buffer.append(catalog)
-        self._n += len(maps)
-        self._flush(final=False)
 
     def _check_catalog(self, catalog: pd.DataFrame) -> pd.DataFrame:
         if "id" not in catalog.columns:
@@ -524,15 +563,16 @@ class DatasetWriter:
             self._row_buffer = []
 
     def _write_chunk(self, maps: np.ndarray) -> None:
+        self._write_encoded_chunk(encode_chunk_for(maps, self._storage, self._channels), len(maps))
+
+    def _write_encoded_chunk(self, data: bytes, n_maps: int) -> None:
         start = self._flushed_maps
         name = f"{MAPS_DIR}/chunk-{start:010d}{chunk_suffix(self._storage)}"
-        data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels,
-                            codec=self._storage.get("codec", LEGACY_COMPACT_CODEC))
         path = self._work / name
         self._new_files.append(path)
         _fsync_write(path, data)
-        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": len(maps)})
-        self._flushed_maps += len(maps)
+        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": n_maps})
+        self._flushed_maps += n_maps
 
     def _write_part(self, rows: pd.DataFrame) -> None:
         start = self._flushed_rows

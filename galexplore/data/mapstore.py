@@ -167,6 +167,28 @@ def encode_chunk(maps: np.ndarray, storage: str, quantisation: list[dict] | None
     return lzma.compress(scales.tobytes() + planes.tobytes(), preset=LZMA_PRESET)
 
 
+def encode_chunk_for(maps: np.ndarray, storage: dict, channels: list[str]) -> bytes:
+    """`encode_chunk` with a manifest's ``storage`` entry (kind, quantisation, codec)."""
+    return encode_chunk(maps, storage["kind"], storage.get("quantisation"), channels,
+                        codec=storage.get("codec", LEGACY_COMPACT_CODEC))
+
+
+def check_encoded_chunk(data: bytes, n: int, storage: dict, map_shape: tuple[int, int, int]) -> None:
+    """Raise DatasetError unless ``data`` can be the chunk file of ``n`` maps of this storage
+    (raw: its exact size; zstd: its header; lzma chunks are checked when decoded)."""
+    kind = storage["kind"]
+    if kind in RAW_DTYPES:
+        expected = n * int(np.prod(map_shape)) * RAW_DTYPES[kind].itemsize
+        ok = len(data) == expected
+    elif storage.get("codec", LEGACY_COMPACT_CODEC) == "zstd":
+        ok = data[:len(ZSTD_MAGIC)] == ZSTD_MAGIC and int.from_bytes(data[8:12], "little") == n
+    else:
+        ok = True
+    if not ok:
+        raise DatasetError(f"the encoded chunk is not {n} maps of {kind} storage of shape {tuple(map_shape)}; "
+                           "encode it with galexplore.data.mapstore.encode_chunk and this dataset's storage.")
+
+
 def decode_chunk(data: bytes, n: int, map_shape: tuple[int, int, int], quantisation: list[dict],
                  path: Path) -> np.ndarray:
     """Decode one lzma chunk file's bytes into (n, C, H, W) float32 maps (NaN blank)."""
