@@ -7,7 +7,7 @@ embed`: ``engine.share(obj)`` sends a large object to every worker once, and
 
 * ``scheduler=None`` and one worker: everything runs here, no processes are started.
 * ``scheduler=None`` and more workers, or ``scheduler="local"``: a `distributed.LocalCluster`
-  of single-threaded worker processes on this machine. They watch their parent and exit as
+  of single-threaded worker processes on this machine, listening on loopback only. They watch their parent and exit as
   soon as it is gone, so a ``kill -9`` of the command leaves nothing running (tested; the
   ``ProcessPoolExecutor`` this replaces left its workers blocked forever).
 * ``scheduler="tcp://host:8786"``: the workers of a running cluster (``dask scheduler`` and
@@ -105,8 +105,8 @@ def open_engine(workers: int | None = None, scheduler: str | None = None) -> Ite
     from distributed import Client, LocalCluster
 
     if scheduler in (None, "local"):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         cluster = None

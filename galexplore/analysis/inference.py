@@ -14,7 +14,9 @@
   was the fastest on the 2-core development machine (``torch.compile`` was slower and took
   ~45 s to start).
 
-The caller's model is not changed: inference runs on an evaluation-mode copy.
+The caller's model is not changed: inference runs on an evaluation-mode copy. Within
+`on_workers(engine)`, `run_model` sends partitions of whole batches to the workers of a
+`galexplore.parallel` engine (a dask cluster) and gives the same bytes as in one process.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,12 +35,17 @@ import torch
 from galexplore.data.dataset import Dataset
 from galexplore.data.recipes import get_recipe
 from galexplore.models.checkpoint import ModelCard
+from galexplore.parallel import SerialEngine
 
 ProgressCallback = Callable[[int, int], None]
 #: Batches prepared ahead of the model by the reader thread.
 PREFETCH_BATCHES = 2
 #: Maps per slice that one CPU compute thread runs at a time (small enough to stay in cache).
 CPU_SLICE_MAPS = 32
+#: Partitions of `run_model` on workers: at least this many per worker, at most this many maps each.
+PARTITIONS_PER_WORKER = 4
+PARTITION_MAPS = 16384
+_ENGINE: ContextVar = ContextVar("galexplore_inference_engine", default=None)
 
 
 def prepare_inputs(card: ModelCard, dataset: Dataset, index) -> np.ndarray:
@@ -123,6 +132,9 @@ def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, devi
     On the CPU, while this runs, torch's own thread pool is set to one thread (restored
     afterwards) and as many Python threads as it had run slices of each batch side by side.
     """
+    engine = _ENGINE.get()
+    if engine is not None:
+        return _run_on_workers(engine, model, card, dataset, str(device), batch_size, progress_callback, rows)
     device = torch.device(device)
     net = inference_copy(model, device)
     bounds = batch_bounds(dataset, max(1, int(batch_size)), rows)
@@ -144,6 +156,47 @@ def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, devi
             if progress_callback is not None:
                 progress_callback(done, total)
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@contextmanager
+def on_workers(engine) -> Iterator[None]:
+    """Within this block, `run_model` runs on the workers of ``engine`` (`galexplore.parallel`)."""
+    token = _ENGINE.set(None if isinstance(engine, SerialEngine) else engine)
+    try:
+        yield
+    finally:
+        _ENGINE.reset(token)
+
+
+def _run_on_workers(engine, model, card, dataset, device, batch_size, progress_callback, rows):
+    """`run_model` in partitions of whole batches (so every batch, and every number, is the
+    one a single process computes), one task each; the workers open the dataset by its path."""
+    bounds = batch_bounds(dataset, max(1, int(batch_size)), rows)
+    total = sum(stop - start for start, stop in bounds)
+    n_parts = min(len(bounds), max(PARTITIONS_PER_WORKER * engine.workers, -(-total // PARTITION_MAPS)))
+    groups = np.array_split(np.arange(len(bounds)), n_parts) if bounds else []
+    partitions = [(bounds[g[0]][0], bounds[g[-1]][1]) for g in groups]
+    shared = engine.share((copy.deepcopy(model).cpu(), card))
+    out: dict[str, list[np.ndarray]] = {}
+    done = 0
+    for (start, stop), result in zip(partitions, engine.ordered(
+            _run_partition, partitions, shared, str(Path(dataset.path).resolve()), dataset.fingerprint,
+            device, batch_size)):
+        for name, value in result.items():
+            out.setdefault(name, []).append(value)
+        done += stop - start
+        if progress_callback is not None:
+            progress_callback(done, total)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _run_partition(rows: tuple[int, int], model_and_card, path: str, fingerprint: str, device: str,
+                   batch_size: int) -> dict[str, np.ndarray]:
+    from galexplore.data.distributed import opened_dataset
+
+    model, card = model_and_card
+    return run_model(model, card, opened_dataset(path, fingerprint), device=device, batch_size=batch_size,
+                     rows=slice(*rows))
 
 
 def _infer_to_numpy(net: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:

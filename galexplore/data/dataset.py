@@ -264,6 +264,13 @@ class Dataset:
         """A copy of the manifest."""
         return json.loads(json.dumps(self._manifest))
 
+    def to_dask(self):
+        """The maps as a dask array (one block per chunk file) and the catalogue as a dask
+        dataframe indexed by map row; see `galexplore.data.distributed`."""
+        from galexplore.data.distributed import dataset_to_dask
+
+        return dataset_to_dask(self)
+
     def channel_index(self, name: str) -> int:
         """Position of channel ``name`` in the store's channel axis."""
         if name not in self.channels:
