@@ -49,6 +49,7 @@ from __future__ import annotations
 import lzma
 import mmap
 import os
+import stat
 from collections import OrderedDict
 from pathlib import Path
 
@@ -329,7 +330,9 @@ class ChunkReader:
         self.codec = codec
         self._memmaps: dict[int, np.ndarray] = {}
         self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._checked: dict[int, Path] = {}  # chunk -> its path, once found inside the dataset
+        self._checked: dict[int, str] = {}  # chunk -> its path, once found inside the dataset
+        self._inside: dict[str, bool] = {}  # directory -> whether it resolves inside the dataset
+        self._real_root: Path | None = None
         self.chunks_read = 0  # chunk files opened or decoded so far (for tests and benchmarks)
 
     def __len__(self) -> int:
@@ -361,7 +364,7 @@ class ChunkReader:
             self._decoded.move_to_end(chunk)
             return self._decoded[chunk]
         path = self._path(chunk)
-        maps = decode_chunk(path.read_bytes(), int(self.counts[chunk]), self.map_shape,
+        maps = decode_chunk(Path(path).read_bytes(), int(self.counts[chunk]), self.map_shape,
                             self.quantisation, path)
         self.chunks_read += 1
         self._decoded[chunk] = maps
@@ -374,36 +377,48 @@ class ChunkReader:
         path = self._path(chunk)
         n = int(self.counts[chunk])
         try:
-            fh = open(path, "rb")
+            fd = os.open(path, os.O_RDONLY)
         except OSError as err:
             raise DatasetError(f"cannot read map chunk {path} ({err}); restore the file or regenerate "
                                "the dataset.") from err
-        with fh:
-            head = fh.read(_ZSTD_HEADER + 8 * (n + 1))
-            if len(head) < _ZSTD_HEADER or head[:len(ZSTD_MAGIC)] != ZSTD_MAGIC \
-                    or int.from_bytes(head[8:12], "little") != n or len(head) != _ZSTD_HEADER + 8 * (n + 1):
+        try:
+            head = os.pread(fd, _ZSTD_HEADER + 8 * (n + 1), 0)
+            if head[:len(ZSTD_MAGIC)] != ZSTD_MAGIC or len(head) != _ZSTD_HEADER + 8 * (n + 1) \
+                    or int.from_bytes(head[8:12], "little") != n:
                 raise DatasetError(f"map chunk {path} is not a zstd chunk of the {n} maps the manifest "
                                    "lists; regenerate the dataset.")
-            offsets = np.frombuffer(head[_ZSTD_HEADER:], dtype="<u8").astype(np.int64)
-            if np.any(np.diff(offsets) <= 0) or offsets[0] != len(head) or offsets[-1] != os.fstat(fh.fileno()).st_size:
+            offsets = np.frombuffer(head, dtype="<u8", offset=_ZSTD_HEADER).astype(np.int64)
+            if offsets[0] != len(head) or offsets[-1] != os.fstat(fd).st_size or np.any(np.diff(offsets) <= 0):
                 raise DatasetError(f"map chunk {path} has a damaged frame index; regenerate the dataset.")
             if len(local) * 4 >= n:  # many maps: one read of the whole file
-                body = fh.read()
+                body = os.pread(fd, int(offsets[-1] - offsets[0]), int(offsets[0]))
                 frames = [body[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]] for i in local]
             else:
-                frames = [os.pread(fh.fileno(), int(offsets[i + 1] - offsets[i]), int(offsets[i])) for i in local]
+                frames = [os.pread(fd, int(offsets[i + 1] - offsets[i]), int(offsets[i])) for i in local]
+        finally:
+            os.close(fd)
         self.chunks_read += 1
         return _decode_zstd_frames(frames, self.map_shape, self.quantisation, path)
 
-    def _path(self, chunk: int) -> Path:
+    def _path(self, chunk: int) -> str:
+        """The chunk file's path, after checking (once per chunk) that it is a file inside the dataset."""
         if chunk in self._checked:
             return self._checked[chunk]
-        path = self.root / self.files[chunk]
-        if not path.is_file():
+        path = os.path.join(self.root, self.files[chunk])
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = 0
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) and os.path.isfile(path)):
             raise DatasetError(
                 f"map chunk file {path} (maps {self.starts[chunk]}..{self.starts[chunk + 1] - 1}) is "
                 "missing; the dataset is incomplete: regenerate it (or restore the file).")
-        if not path.resolve().is_relative_to(self.root.resolve()):
+        if self._real_root is None:
+            self._real_root = Path(self.root).resolve()
+        parent = os.path.dirname(path)
+        if parent not in self._inside:  # the directory, and the file if it is a link, must resolve inside
+            self._inside[parent] = Path(parent).resolve().is_relative_to(self._real_root)
+        if not self._inside[parent] or stat.S_ISLNK(mode) and not Path(path).resolve().is_relative_to(self._real_root):
             raise DatasetError(f"map chunk file {self.files[chunk]} is a link to a file outside the dataset "
                                f"directory {self.root}; galexplore reads only files inside it.")
         self._checked[chunk] = path
