@@ -1,6 +1,6 @@
 """Throughput with 1 and 2 local dask workers against a single process, same run, same bytes.
 
-    python benchmarks/bench_scaling.py [--n-galaxies 64] [--embed-maps 8192]
+    python benchmarks/bench_scaling.py [--n-galaxies 256] [--embed-maps 8192]
 
 * ``galexplore sample``: `build_universe` of a compact universe (2 views per galaxy) in this
   process (the baseline), then on a LocalCluster of 1 and of 2 single-threaded workers;
@@ -47,7 +47,7 @@ def tree_digest(root: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-galaxies", type=int, default=64)
+    parser.add_argument("--n-galaxies", type=int, default=256)
     parser.add_argument("--embed-maps", type=int, default=8192)
     args = parser.parse_args()
     config = UniverseConfig(n_galaxies=args.n_galaxies, views=2, seed=1, storage="compact")
