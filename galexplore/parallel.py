@@ -7,9 +7,10 @@ embed`: ``engine.share(obj)`` sends a large object to every worker once, and
 
 * ``scheduler=None`` and one worker: everything runs here, no processes are started.
 * ``scheduler=None`` and more workers, or ``scheduler="local"``: a `distributed.LocalCluster`
-  of single-threaded worker processes on this machine, listening on loopback only. They watch their parent and exit as
-  soon as it is gone, so a ``kill -9`` of the command leaves nothing running (tested; the
-  ``ProcessPoolExecutor`` this replaces left its workers blocked forever).
+  of single-threaded worker processes on this machine, listening on loopback only. They
+  watch their parent and exit as soon as it is gone, so a ``kill -9`` of the command leaves
+  nothing running (tested; the ``ProcessPoolExecutor`` this replaces left its workers
+  blocked forever).
 * ``scheduler="tcp://host:8786"``: the workers of a running cluster (``dask scheduler`` and
   ``dask worker`` on other machines, or dask-jobqueue). They must be able to import
   galexplore and read the dataset at the same path.
@@ -30,26 +31,13 @@ from galexplore.errors import ParameterError
 IN_FLIGHT_PER_WORKER = 3
 
 
-class _Done:
-    """A finished future (the serial engine computes at submission)."""
-
-    def __init__(self, value) -> None:
-        self._value = value
-
-    def result(self):
-        return self._value
-
-
 class SerialEngine:
-    """Runs every task here, at once, in order."""
+    """Runs every task here, in order, when its result is asked for."""
 
     workers = 1
 
     def share(self, obj):
         return obj
-
-    def submit(self, fn: Callable, *args) -> _Done:
-        return _Done(fn(*args))
 
     def ordered(self, fn: Callable, items: Iterable, *shared) -> Iterator:
         for item in items:

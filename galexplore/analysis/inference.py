@@ -42,6 +42,8 @@ ProgressCallback = Callable[[int, int], None]
 PREFETCH_BATCHES = 2
 #: Maps per slice that one CPU compute thread runs at a time (small enough to stay in cache).
 CPU_SLICE_MAPS = 32
+#: Smallest batch on CUDA (16 MiB of one-channel input): small batches leave a GPU idle.
+CUDA_BATCH_MAPS = 1024
 #: Partitions of `run_model` on workers: at least this many per worker, at most this many maps each.
 PARTITIONS_PER_WORKER = 4
 PARTITION_MAPS = 16384
@@ -59,7 +61,7 @@ def batch_bounds(dataset: Dataset, batch_size: int, rows: slice | None = None) -
     """(start, stop) of batches of at most ``batch_size`` maps covering ``rows`` (default: all).
 
     Batches are made of whole chunk files where a chunk fits in a batch, so that every chunk
-    is read and decoded once; larger chunks are cut into equal parts.
+    is read and decoded once; a larger chunk is cut into batches of ``batch_size`` and a rest.
     """
     first, last, _ = (rows or slice(None)).indices(len(dataset))
     counts = [c["n_maps"] for c in dataset.manifest["chunks"]]
@@ -118,7 +120,8 @@ def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, devi
     model, card : the model and its card (channels and recipe).
     dataset : the maps.
     device : torch device (``"cpu"``, ``"cuda"``, a ``torch.device``).
-    batch_size : maps read per batch (aligned to the dataset's chunk files).
+    batch_size : maps read per batch (aligned to the dataset's chunk files); on CUDA at least
+        `CUDA_BATCH_MAPS`, which a GPU needs to be busy.
     progress_callback : called with (maps done, maps total) after each batch.
     rows : a slice of rows with step 1; default all.
 
@@ -137,9 +140,10 @@ def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, devi
         return _run_on_workers(engine, model, card, dataset, str(device), batch_size, progress_callback, rows)
     device = torch.device(device)
     net = inference_copy(model, device)
-    bounds = batch_bounds(dataset, max(1, int(batch_size)), rows)
-    total = sum(stop - start for start, stop in bounds)
     pin = device.type == "cuda"
+    batch_size = max(int(batch_size), CUDA_BATCH_MAPS) if pin else max(1, int(batch_size))
+    bounds = batch_bounds(dataset, batch_size, rows)
+    total = sum(stop - start for start, stop in bounds)
 
     def load(bound: tuple[int, int]) -> torch.Tensor:
         x = torch.from_numpy(prepare_inputs(card, dataset, slice(*bound)))
