@@ -26,7 +26,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         environment_coupling=args.environment_coupling,
         storage=args.storage,
     )
-    build_universe(config, args.out, workers=args.workers, progress=True, overwrite=args.overwrite)
+    build_universe(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=True,
+                   overwrite=args.overwrite)
     print(f"wrote {args.out}")
     return 0
 
@@ -110,9 +111,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from galexplore.analysis.embed import embed
+    from galexplore.analysis.inference import on_workers
+    from galexplore.parallel import open_engine
 
-    path = embed(args.model, args.dataset, device=args.device, batch_size=args.batch_size,
-                 force=args.force, progress=True)
+    with open_engine(args.workers, args.scheduler) as engine, on_workers(engine):
+        path = embed(args.model, args.dataset, device=args.device, batch_size=args.batch_size,
+                     force=args.force, progress=True)
     print(f"wrote {path}")
     return 0
 
@@ -156,9 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean fraction of galaxies with disturbed gas (sets the kappa imbalance)")
     p.add_argument("--environment-coupling", type=float, default=1.0,
                    help="how strongly dense environments raise the chance of disturbed gas (0 = none)")
-    p.add_argument("--storage", choices=["compact", "float16", "float32"], default="float32",
-                   help="compact: quantised and compressed maps (for shipping); float16 / float32: raw, memory-mapped")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--storage", choices=["compact", "float32", "float16"], default="float32",
+                   help="compact: quantised and compressed maps, ~4 kB each; float32 / float16: raw, "
+                        "memory-mapped, 64 / 32 kB each")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of a local dask cluster (default: all cores; 1: this process only)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                   help="run on a dask scheduler (tcp://host:8786) or a local cluster")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
@@ -228,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes of a local dask cluster (default 1: this process, all cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                   help="run on a dask scheduler (tcp://host:8786) or a local cluster")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("zoo", help="published encoders")

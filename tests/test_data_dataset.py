@@ -109,7 +109,8 @@ def test_open_is_lazy_and_reads_only_the_needed_chunks(tmp_path):
         ds.catalog
 
 
-def test_compact_reads_decode_only_touched_chunks(tmp_path):
+def test_lzma_compact_reads_decode_only_touched_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr("galexplore.data.dataset.COMPACT_CODEC", "lzma")  # the codec of older datasets
     maps = make(tmp_path / "ds", n=20, storage="compact", chunk_maps=4)
     ds = open_dataset(tmp_path / "ds")
     ds.maps[[1, 2, 17]]

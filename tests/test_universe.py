@@ -68,10 +68,10 @@ def test_same_seed_same_bytes_whatever_the_workers(tiny_universe, tmp_path):
 def test_environment_coupling_makes_dense_regions_more_disturbed():
     coupled = plan_environment(UniverseConfig(n_galaxies=400, seed=3, environment_coupling=2.0))
     flat = plan_environment(UniverseConfig(n_galaxies=400, seed=3, environment_coupling=0.0))
-    delta = coupled[1]["delta_ls"].to_numpy()
+    delta = coupled.measures["delta_ls"].to_numpy()
     dense = delta > np.median(delta)
-    assert coupled[2][dense].mean() > 1.3 * coupled[2][~dense].mean()
-    np.testing.assert_allclose(flat[2], flat[2][0])
+    assert coupled.p_disturbed[dense].mean() > 1.3 * coupled.p_disturbed[~dense].mean()
+    np.testing.assert_allclose(flat.p_disturbed, flat.p_disturbed[0])
 
 
 @pytest.mark.parametrize("bad", [dict(n_galaxies=0), dict(views=0), dict(snr=-1.0),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from galexplore.analysis.inference import run_model
 from galexplore.data.dataset import Dataset, open_dataset
 from galexplore.data.recipes import get_recipe
 from galexplore.models.checkpoint import ModelCard, check_compatible, file_stem, load_checkpoint
@@ -48,33 +48,6 @@ def prepare_inputs(card: ModelCard, dataset: Dataset, index) -> np.ndarray:
     channel_idx = [dataset.channel_index(c) for c in card.channels]
     maps = np.asarray(dataset.maps[index], dtype=np.float32)[:, channel_idx]
     return get_recipe(card.recipe)(maps)
-
-
-@torch.inference_mode()
-def run_model(model: torch.nn.Module, card: ModelCard, dataset: Dataset, *, device: str | torch.device,
-              batch_size: int = 256, progress_callback: ProgressCallback | None = None) -> dict[str, np.ndarray]:
-    """Batched inference over a whole dataset.
-
-    Returns
-    -------
-    dict with ``latent`` (N, d), ``recon_mse`` (N,) where the model reconstructs, and
-    ``pred_<name>`` (N,) for each model output, in physical units.
-    """
-    n = len(dataset)
-    out: dict[str, list[np.ndarray]] = {"latent": [], "recon_mse": []}
-    can_reconstruct = hasattr(model, "reconstruct")
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        x = torch.from_numpy(prepare_inputs(card, dataset, slice(start, stop))).to(device)
-        out["latent"].append(model.encode(x).float().cpu().numpy())
-        if can_reconstruct:
-            recon = model.reconstruct(x)
-            out["recon_mse"].append(((recon - x) ** 2).mean(dim=(1, 2, 3)).float().cpu().numpy())
-        for name, value in (model.predict(x) if hasattr(model, "predict") else {}).items():
-            out.setdefault(f"pred_{name}", []).append(value.float().cpu().numpy().reshape(len(x)))
-        if progress_callback is not None:
-            progress_callback(stop, n)
-    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndarray],

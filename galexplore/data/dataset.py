@@ -5,7 +5,7 @@ Layout::
     DATASET/
       manifest.json                      format version, shape, channels + units, storage,
                                          the committed chunk and catalogue files, provenance
-      maps/chunk-<first map>.f32|.f16|.lzma   N x C x H x W maps in physical units, NaN blank
+      maps/chunk-<first map>.f32|.f16|.zst|.lzma   N x C x H x W maps in physical units, NaN blank
       catalog/part-<first row>.parquet   catalogue rows, units in each field's b"unit" metadata
 
 Departure from DESIGN.md: the catalogue is stored as one or more Parquet *parts*
@@ -60,13 +60,18 @@ import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from galexplore.data.mapstore import (
-    CHUNK_SUFFIX,
+    CHUNK_SUFFIXES,
+    COMPACT_CODEC,
+    COMPACT_CODECS,
+    LEGACY_COMPACT_CODEC,
     RAW_DTYPES,
     STORAGE_KINDS,
     ChunkReader,
+    check_encoded_chunk,
+    chunk_suffix,
     default_chunk_maps,
     default_quantisation,
-    encode_chunk,
+    encode_chunk_for,
     quantise,
 )
 from galexplore.errors import DatasetError
@@ -82,8 +87,8 @@ CATALOG_PART_ROWS = 1 << 20
 MAX_CHANNELS = 64
 MAX_MAP_SIZE = 4096
 #: The only file names a manifest may list: chunk files of its storage kind and catalogue parts.
-CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}{re.escape(suffix)}")
-                      for kind, suffix in CHUNK_SUFFIX.items()}
+CHUNK_FILE_PATTERN = {kind: re.compile(rf"{MAPS_DIR}/chunk-\d{{10}}({'|'.join(map(re.escape, suffixes))})")
+                      for kind, suffixes in CHUNK_SUFFIXES.items()}
 PART_FILE_PATTERN = re.compile(rf"{CATALOG_DIR}/part-\d{{10}}\.parquet")
 #: Largest map or row count a manifest may declare.
 MAX_COUNT = 10**12
@@ -164,6 +169,8 @@ def _check_manifest(manifest: dict, file: Path) -> None:
             and all(isinstance(q, dict) and q.get("mode") in ("absolute", "relative")
                     and _is_positive_number(q.get("step")) for q in quantisation)):
         raise bad("compact storage needs one {mode, step > 0} quantisation per channel")
+    if storage["kind"] == "compact" and storage.get("codec", LEGACY_COMPACT_CODEC) not in COMPACT_CODECS:
+        raise bad(f"compact codec {storage.get('codec')!r} is not one of {', '.join(COMPACT_CODECS)}")
     pattern = CHUNK_FILE_PATTERN[storage["kind"]]
     for entries, count_key, file_pattern in ((manifest["chunks"], "n_maps", pattern),
                                               (manifest["catalog_parts"], "n_rows", PART_FILE_PATTERN)):
@@ -307,17 +314,22 @@ class Dataset:
         self.storage: str = manifest["storage"]["kind"]
         self.fingerprint: str = hashlib.sha256(
             json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        # raw chunks are memory-mapped (only touched pages are read): checked by verify() only
+        self.codec: str = manifest["storage"].get("codec", LEGACY_COMPACT_CODEC)
+        # raw chunks are memory-mapped (only touched pages are read): their SHA-256 is checked by
+        # verify(); a compact chunk file is read whole, so its SHA-256 is checked on first read
+        # (~0.5 ms for a zstd chunk of 128 maps; its frames' own checksums cannot tell two
+        # chunk files swapped)
         self._checked_chunks: set[int] = set()
         self.maps = MapView(self._new_reader(),
-                            before_read=None if self.storage in RAW_DTYPES else self._check_chunks)
+                            before_read=self._check_chunks if self.storage == "compact" else None)
         self._catalog: pd.DataFrame | None = None
         self._column_units: dict[str, str] | None = None
 
     def _new_reader(self) -> ChunkReader:
         chunks = self._manifest["chunks"]
         return ChunkReader(self.path, self.storage, self.map_shape, [c["file"] for c in chunks],
-                           [c["n_maps"] for c in chunks], self._manifest["storage"].get("quantisation"))
+                           [c["n_maps"] for c in chunks], self._manifest["storage"].get("quantisation"),
+                           codec=self.codec)
 
     def _listed_file(self, name: str, what: str) -> Path:
         """``self.path / name`` after checking that it exists and lies inside the dataset."""
@@ -363,6 +375,13 @@ class Dataset:
     def manifest(self) -> dict:
         """A copy of the manifest."""
         return json.loads(json.dumps(self._manifest))
+
+    def to_dask(self):
+        """The maps as a dask array (one block per chunk file) and the catalogue as a dask
+        dataframe indexed by map row; see `galexplore.data.distributed`."""
+        from galexplore.data.distributed import dataset_to_dask
+
+        return dataset_to_dask(self)
 
     def channel_index(self, name: str) -> int:
         """Position of channel ``name`` in the store's channel axis."""
@@ -612,7 +631,7 @@ def create_dataset(path: str | os.PathLike, channels, units: dict[str, str], *, 
         "channels": [{"name": c, "unit": units[c]} for c in channels],
         "storage": {"kind": storage,
                     "chunk_maps": int(chunk_maps or default_chunk_maps(storage, map_shape)),
-                    "quantisation": quant},
+                    "quantisation": quant, **({"codec": COMPACT_CODEC} if storage == "compact" else {})},
         "chunks": [],
         "catalog_parts": [],
         "provenance": provenance or {},
@@ -701,6 +720,12 @@ class DatasetWriter:
         """Maps in the dataset once this writer commits."""
         return self._n
 
+    @property
+    def storage(self) -> dict:
+        """The manifest's storage entry (kind, chunk_maps, quantisation, codec): what
+        `mapstore.encode_chunk_for` needs to encode chunks for `append_encoded`."""
+        return json.loads(json.dumps(self._storage))
+
     def append(self, maps: np.ndarray, catalog: pd.DataFrame,
                column_units: dict[str, str] | None = None) -> None:
         """Add n maps (n, C, H, W; physical units, NaN blank) and their n catalogue rows."""
@@ -715,6 +740,40 @@ class DatasetWriter:
             raise DatasetError(f"got {len(maps)} maps but a catalogue of "
                                f"{len(catalog) if hasattr(catalog, '__len__') else '?'} rows; pass one "
                                "row per map as a pandas DataFrame.")
+        catalog = self._accept_rows(catalog, column_units)
+        if self._storage["kind"] == "compact":  # refuse unstorable maps now, not at flush
+            quantise(maps, self._storage["quantisation"], self._channels)
+        self._commit_rows(catalog, column_units)
+        self._map_buffer.append(np.asarray(maps, dtype=np.float32))
+        self._n += len(maps)
+        self._flush(final=False)
+
+    def append_encoded(self, data: bytes, n_maps: int, catalog: pd.DataFrame,
+                       column_units: dict[str, str] | None = None) -> None:
+        """Add one chunk file of ``n_maps`` maps that `mapstore.encode_chunk` already encoded with
+        this dataset's storage (in a worker process, say), and their ``n_maps`` catalogue rows.
+
+        Maps given to `append` before must fill whole chunks (they are written first).
+        """
+        if self._closed:
+            raise DatasetError("this dataset writer is closed; open a new one with append_to_dataset.")
+        if self._map_buffer:
+            raise DatasetError(f"append_encoded adds whole chunk files, but {sum(map(len, self._map_buffer))} "
+                               f"maps appended before it do not fill a chunk of {self._chunk_maps}; append "
+                               "them as encoded chunks too.")
+        if not isinstance(catalog, pd.DataFrame) or len(catalog) != n_maps:
+            raise DatasetError(f"got a chunk of {n_maps} maps but a catalogue of "
+                               f"{len(catalog) if hasattr(catalog, '__len__') else '?'} rows; pass one "
+                               "row per map as a pandas DataFrame.")
+        check_encoded_chunk(data, n_maps, self._storage, self._map_shape)
+        catalog = self._accept_rows(catalog, column_units)
+        self._write_encoded_chunk(data, n_maps)
+        self._commit_rows(catalog, column_units)
+        self._n += n_maps
+        self._flush(final=False)
+
+    def _accept_rows(self, catalog: pd.DataFrame, column_units: dict[str, str] | None) -> pd.DataFrame:
+        """The rows in the dataset's column order, after checking ids, columns and units."""
         catalog = self._check_catalog(catalog.reset_index(drop=True))
         for name, unit in (column_units or {}).items():
             if name not in catalog.columns:
@@ -722,15 +781,13 @@ class DatasetWriter:
             if self._units.get(name) and self._units[name] != unit:
                 raise DatasetError(f"column {name!r} already has unit {self._units[name]!r}, not "
                                    f"{unit!r}; convert the values to {self._units[name]!r}.")
-        if self._storage["kind"] == "compact":  # refuse unstorable maps now, not at flush
-            quantise(maps, self._storage["quantisation"], self._channels)
+        return catalog
+
+    def _commit_rows(self, catalog: pd.DataFrame, column_units: dict[str, str] | None) -> None:
         self._columns = list(catalog.columns)
         self._units.update(column_units or {})
         self._ids.update(catalog["id"].tolist())
-        self._map_buffer.append(np.asarray(maps, dtype=np.float32))
         self._row_buffer.append(catalog)
-        self._n += len(maps)
-        self._flush(final=False)
 
     def _check_catalog(self, catalog: pd.DataFrame) -> pd.DataFrame:
         if "id" not in catalog.columns:
@@ -767,15 +824,17 @@ class DatasetWriter:
             self._row_buffer = []
 
     def _write_chunk(self, maps: np.ndarray) -> None:
+        self._write_encoded_chunk(encode_chunk_for(maps, self._storage, self._channels), len(maps))
+
+    def _write_encoded_chunk(self, data: bytes, n_maps: int) -> None:
         start = self._flushed_maps
-        name = f"{MAPS_DIR}/chunk-{start:010d}{CHUNK_SUFFIX[self._storage['kind']]}"
-        data = encode_chunk(maps, self._storage["kind"], self._storage["quantisation"], self._channels)
+        name = f"{MAPS_DIR}/chunk-{start:010d}{chunk_suffix(self._storage)}"
         path = self._work / name
         _fsync_write(path, data, exclusive=True)
         self._new_files.append(path)
-        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": len(maps),
+        self._manifest["chunks"].append({"file": name, "start": start, "n_maps": n_maps,
                                          CHECKSUM_KEY: _sha256(data)})
-        self._flushed_maps += len(maps)
+        self._flushed_maps += n_maps
 
     def _write_part(self, rows: pd.DataFrame) -> None:
         start = self._flushed_rows

@@ -1,14 +1,25 @@
 """A mock universe: clustered volume -> environments -> particle galaxies -> KinMS views -> dataset.
 
-The order of work is fixed so that the same seed gives the same bytes whatever the
-number of worker processes: the volume and the environment come from one generator,
-and every galaxy draws from its own child of the root ``SeedSequence``.
+How the work is split (`build_universe`):
+
+1. Here: the clustered volume and the choice of targets, from one generator (an FFT of
+   the box; seconds).
+2. On the workers, in blocks of targets: the environment measures. Here: the probability
+   that each target's gas is disturbed, which is calibrated over all targets.
+3. On the workers, one task per chunk file of the dataset: the galaxies' environment maps,
+   particles and KinMS views, encoded as the chunk file's bytes. Here: the bytes and the
+   catalogue rows are written in order.
+
+Workers are those of `galexplore.parallel.open_engine`: this process, a local dask cluster
+or a remote one. The same seed gives the same bytes whatever the workers: every galaxy
+draws from its own child of the root ``SeedSequence``, and environments are computed target
+by target.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from galexplore.errors import ParameterError
+from galexplore.mock.volume import Volume
+from galexplore.parallel import SerialEngine, open_engine
 
 H0_KMS_MPC = 70.0
 #: Channels of a universe dataset, in store order, with their units.
@@ -36,6 +49,10 @@ MECHANISM_WEIGHTS = {"merger": 0.2, "clumps": 0.2, "tidal": 0.2, "dispersion": 0
                      "radial_inflow": 0.1}
 #: Attempts at drawing a galaxy with enough gas in the aperture before giving up.
 MAX_DRAWS = 50
+#: Maps per chunk file of a universe dataset (rounded down to whole galaxies): one worker task each.
+UNIVERSE_CHUNK_MAPS = 128
+#: Blocks of targets per worker for the environment measures (a block builds its own search trees).
+MEASURE_BLOCKS_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -186,42 +203,105 @@ def _column_units() -> dict[str, str]:
     }
 
 
-def plan_environment(config: UniverseConfig) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
-    """Place the targets in a clustered volume.
+@dataclass(frozen=True)
+class EnvironmentPlan:
+    """Where the targets live.
 
-    Returns
-    -------
-    env_maps : (n_galaxies, 64, 64) neighbour counts.
+    Attributes
+    ----------
+    volume : the clustered volume (tracers and targets).
+    targets : (n_galaxies,) indices of the targets in ``volume``.
     measures : environment measures per target (Sigma_5, n_1mpc, d_nn, delta_ls, v_pec).
     p_disturbed : probability that each target's gas is disturbed, rising with density.
     """
-    from galexplore.mock.environment import (
-        clustered_volume,
-        disturbed_probability,
-        environment_maps,
-        environment_measures,
-    )
+
+    volume: Volume
+    targets: np.ndarray
+    measures: pd.DataFrame
+    p_disturbed: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ChunkTask:
+    """One chunk file's galaxies: what a worker needs besides the volume and the storage."""
+
+    first: int
+    seed_sequences: tuple[np.random.SeedSequence, ...]
+    p_disturbed: np.ndarray
+    targets: np.ndarray
+    env_rows: tuple[dict, ...]
+    config: UniverseConfig
+
+
+def _place_targets(config: UniverseConfig) -> tuple[Volume, np.ndarray]:
+    from galexplore.mock.environment import clustered_volume
 
     rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
     n_tracers = max(config.n_galaxies * TRACERS_PER_TARGET, 20000)
     volume = clustered_volume(n_tracers, rng, box_mpc_h=config.box_mpc_h)
-    targets = np.sort(rng.choice(len(volume.positions), size=config.n_galaxies, replace=False))
-    env_maps = environment_maps(volume, targets)
-    measures = environment_measures(volume, targets).reset_index(drop=True)
+    return volume, np.sort(rng.choice(len(volume.positions), size=config.n_galaxies, replace=False))
+
+
+def _measure(targets: np.ndarray, volume: Volume) -> pd.DataFrame:
+    from galexplore.mock.environment import environment_measures
+
+    return environment_measures(volume, targets)
+
+
+def _plan(config: UniverseConfig, engine, volume: Volume, targets: np.ndarray, shared_volume) -> EnvironmentPlan:
+    """Measures on the workers in blocks of targets (a target's measures do not depend on the
+    block), then the disturbance probabilities, calibrated over all targets, here."""
+    from galexplore.mock.environment import disturbed_probability
+
+    blocks = np.array_split(targets, min(len(targets), MEASURE_BLOCKS_PER_WORKER * engine.workers))
+    measures = pd.concat(list(engine.ordered(_measure, blocks, shared_volume)), ignore_index=True)
     p_disturbed = disturbed_probability(
         measures["delta_ls"].to_numpy(), config.disturbed_fraction, config.environment_coupling)
-    return env_maps, measures, p_disturbed
+    return EnvironmentPlan(volume, targets, measures, p_disturbed)
+
+
+def plan_environment(config: UniverseConfig) -> EnvironmentPlan:
+    """Place the targets in a clustered volume and measure their environments (in this process)."""
+    volume, targets = _place_targets(config)
+    return _plan(config, SerialEngine(), volume, targets, volume)
+
+
+def _chunk_tasks(config: UniverseConfig, plan: EnvironmentPlan, per_chunk: int) -> Iterator[_ChunkTask]:
+    galaxy_seeds = np.random.SeedSequence(config.seed).spawn(2)[1].spawn(config.n_galaxies)
+    env_rows = plan.measures.astype(np.float64).to_dict("records")
+    for first in range(0, config.n_galaxies, per_chunk):
+        last = min(first + per_chunk, config.n_galaxies)
+        yield _ChunkTask(first, tuple(galaxy_seeds[first:last]), plan.p_disturbed[first:last],
+                         plan.targets[first:last], tuple(env_rows[first:last]), config)
+
+
+def _make_chunk(task: _ChunkTask, volume: Volume, storage: dict) -> tuple[bytes, pd.DataFrame]:
+    """A worker's task: the galaxies of one chunk file, their views encoded as its bytes, and their rows."""
+    from galexplore.data.mapstore import encode_chunk_for
+    from galexplore.mock.environment import environment_maps
+
+    env_maps = environment_maps(volume, task.targets)
+    maps, rows = [], []
+    for k, seed_sequence in enumerate(task.seed_sequences):
+        galaxy = _GalaxyTask(task.first + k, seed_sequence, float(task.p_disturbed[k]), env_maps[k],
+                             task.env_rows[k], task.config)
+        views, view_rows = _make_galaxy_views(galaxy)
+        maps.append(views)
+        rows.extend(view_rows)
+    return encode_chunk_for(np.concatenate(maps), storage, list(CHANNELS)), pd.DataFrame(rows)
 
 
 def build_universe(config: UniverseConfig, out: str | os.PathLike, *, workers: int | None = None,
-                   progress: bool = False, overwrite: bool = False) -> Path:
+                   scheduler: str | None = None, progress: bool = False, overwrite: bool = False) -> Path:
     """Generate a mock universe and write it as a galexplore dataset at ``out``.
 
     Parameters
     ----------
     config : what to generate (see `UniverseConfig`).
-    out : dataset directory to create.
-    workers : worker processes (default: all cores). The output does not depend on it.
+    out : dataset directory to create; it appears only once complete.
+    workers : worker processes of a local dask cluster (default: all cores; 1 without a
+        scheduler works in this process). The output does not depend on it.
+    scheduler : ``"local"`` or the address of a dask scheduler (see `galexplore.parallel`).
     progress : show a progress bar (galaxies per second) on stderr.
     overwrite : replace an existing dataset at ``out``.
     """
@@ -229,14 +309,7 @@ def build_universe(config: UniverseConfig, out: str | os.PathLike, *, workers: i
     from galexplore.data.dataset import create_dataset
 
     config.validate()
-    workers = workers or os.cpu_count() or 1
-    env_maps, measures, p_disturbed = plan_environment(config)
-    galaxy_seeds = np.random.SeedSequence(config.seed).spawn(2)[1].spawn(config.n_galaxies)
-    tasks = (
-        _GalaxyTask(i, galaxy_seeds[i], float(p_disturbed[i]), env_maps[i],
-                    measures.iloc[i].to_dict(), config)
-        for i in range(config.n_galaxies)
-    )
+    per_chunk = max(1, UNIVERSE_CHUNK_MAPS // config.views)
     provenance = {
         "generator": "galexplore.mock.universe",
         "generator_version": __version__,
@@ -245,51 +318,20 @@ def build_universe(config: UniverseConfig, out: str | os.PathLike, *, workers: i
         "kinms_version": _kinms_version(),
     }
     writer = create_dataset(out, CHANNELS, CHANNEL_UNITS, storage=config.storage, provenance=provenance,
-                            overwrite=overwrite,
+                            overwrite=overwrite, chunk_maps=per_chunk * config.views,
                             quantisation=COMPACT_QUANTISATION if config.storage == "compact" else None)
-    bar = _progress_bar(config.n_galaxies, progress)
     units = _column_units()
-    with writer, _executor(workers) as pool:
-        results = pool.map(_make_galaxy_views, tasks, chunksize=8) if pool else map(_make_galaxy_views, tasks)
-        batch_maps: list[np.ndarray] = []
-        batch_rows: list[dict] = []
-        for maps, rows in results:
-            batch_maps.append(maps)
-            batch_rows.extend(rows)
-            bar.update(1)
-            if len(batch_rows) >= 512:
-                writer.append(np.concatenate(batch_maps), pd.DataFrame(batch_rows), column_units=units)
-                batch_maps, batch_rows = [], []
-        if batch_rows:
-            writer.append(np.concatenate(batch_maps), pd.DataFrame(batch_rows), column_units=units)
-    bar.close()
+    with writer, open_engine(workers, scheduler) as engine:
+        volume, targets = _place_targets(config)
+        shared_volume = engine.share(volume)
+        plan = _plan(config, engine, volume, targets, shared_volume)
+        bar = _progress_bar(config.n_galaxies, progress)
+        for data, rows in engine.ordered(_make_chunk, _chunk_tasks(config, plan, per_chunk), shared_volume,
+                                         writer.storage):
+            writer.append_encoded(data, len(rows), rows, column_units=units)
+            bar.update(len(rows) // config.views)
+        bar.close()
     return Path(out)
-
-
-class _Serial:
-    """A stand-in for a process pool when workers == 1 (no processes are started)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _executor(workers: int) -> ProcessPoolExecutor | _Serial:
-    if workers <= 1:
-        return _Serial()
-    return ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded)
-
-
-def _single_threaded() -> None:
-    """Keep each worker on one core: numerical libraries would otherwise oversubscribe."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
 
 
 def _kinms_version() -> str:

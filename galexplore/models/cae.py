@@ -103,6 +103,11 @@ class DawsonCAE(nn.Module):
         z, indices1, indices2 = self._encode_with_indices(x)
         return self._decode_with_indices(z, indices1, indices2)
 
+    def encode_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents and reconstructions of maps from one encoder pass: (``encode(x)``, ``reconstruct(x)``)."""
+        z, indices1, indices2 = self._encode_with_indices(x)
+        return z, self._decode_with_indices(z, indices1, indices2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as `reconstruct` (the training objective is the reconstruction MSE)."""
         return self.reconstruct(x)
@@ -143,3 +148,8 @@ class IndexFreeCAE(DawsonCAE):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x))``."""
         return self.decode(self.encode(x))
+
+    def encode_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents and reconstructions of maps from one encoder pass: (``z``, ``decode(z)``)."""
+        z = self.encode(x)
+        return z, self.decode(z)

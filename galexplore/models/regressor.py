@@ -139,7 +139,11 @@ class CNNRegressor(nn.Module):
 
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predictions in physical units, one (n,) tensor per output name."""
-        values = self.destandardise(self.forward(x))
+        return self.predict_from_latent(self.encode(x))
+
+    def predict_from_latent(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`predict` from latents already computed by `encode` (no second pass through the convolutions)."""
+        values = self.destandardise(self.head(z))
         return {name: values[:, i] for i, name in enumerate(self.outputs)}
 
 

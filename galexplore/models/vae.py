@@ -97,6 +97,11 @@ class EnvironmentVAE(nn.Module):
         """Expected counts of the maps decoded from their posterior means."""
         return self.decode(self.encode(x))
 
+    def encode_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior means and the expected counts decoded from them, from one encoder pass."""
+        z = self.encode(x)
+        return z, self.decode(z)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(x)
 
