@@ -143,7 +143,8 @@ def test_train_on_rows_and_from_initial_weights(fixture, tmp_path):
 
     tuned, card = load_checkpoint(out)
     initial, _ = load_checkpoint(model)
-    assert card.training_data["n_train"] + card.training_data["n_test"] == len(rows)
+    split = card.training_data
+    assert split["n_train"] + split["n_validation"] + split["n_test"] == len(rows)
     # a learning rate of 1e-12 leaves the convolution weights where fine-tuning started
     for name, weight in initial.state_dict().items():
         if name.endswith("weight") and weight.ndim == 4:
