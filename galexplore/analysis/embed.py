@@ -222,8 +222,9 @@ def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 25
 
     Parameters
     ----------
-    model : a `LoadedModel`, a checkpoint directory or a zoo name. A cached embedding is
-        read without loading the model's weights into torch.
+    model : a `LoadedModel`, a checkpoint directory, a zoo name, or anything with ``path``,
+        ``card`` and ``loaded()`` (returning a `LoadedModel`), such as the explorer's
+        model handles. A cached embedding is read without loading the weights into torch.
     dataset : a `Dataset` or a dataset directory.
     force : recompute and overwrite the cache.
     umap : fit UMAP when computing (a cached table without UMAP gets it added).
@@ -233,10 +234,13 @@ def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 25
     say = status_callback or (lambda text: None)
     dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     if isinstance(model, LoadedModel):
-        checkpoint, card = model.path, model.card
+        checkpoint, card, load = model.path, model.card, lambda: model
+    elif hasattr(model, "loaded"):
+        checkpoint, card, load = model.path, model.card, model.loaded
     else:
         checkpoint = resolve_model(str(model))
         card = read_card(checkpoint)
+        load = lambda: LoadedModel(checkpoint, device=device)  # noqa: E731
     candidates = cache_candidates(checkpoint, card, dataset)
     cached = next((p for p in candidates if p.is_file()), None)
     found = None if force or cached is None else _read_cached(cached, card)
@@ -249,7 +253,7 @@ def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 25
     if found is not None:  # cached outputs that lack only UMAP
         outputs, ids = _outputs_of(found[0]), found[0]["id"].to_numpy()
     else:
-        loaded = model if isinstance(model, LoadedModel) else LoadedModel(checkpoint, device=device)
+        loaded = load()
         say(f"encoding {len(dataset):,} maps with {card.name}")
         outputs = run_model(loaded.model, card, dataset, device=loaded.device,
                             batch_size=batch_size, progress_callback=progress_callback)

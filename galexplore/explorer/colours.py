@@ -22,7 +22,10 @@ COLORMAPS: dict[str, list[str]] = {
 }
 AUTO = "auto"
 SELECTION_COLOUR = "#ff2bd6"
-MARKER_COLOUR = "#00e5ff"
+MARKER_COLOUR = "#00b8d4"
+#: The model card's kappa boundary (dashed) and the boundary fitted in the session (solid).
+MODEL_BOUNDARY_COLOUR = "#222222"
+FITTED_BOUNDARY_COLOUR = "#ff7f0e"
 
 
 def is_angle(column: str) -> bool:
@@ -67,9 +70,3 @@ def default_range(column: str | None, values: np.ndarray | None = None) -> tuple
     if hi <= lo:
         hi = lo + 1.0
     return (float(lo), float(hi))
-
-
-def axis_label(column: str, units: dict[str, str]) -> str:
-    """'column [unit]' when the column has a unit, else the bare column name."""
-    unit = units.get(column, "")
-    return f"{column} [{unit}]" if unit else column
