@@ -1,7 +1,11 @@
-"""What the detail view shows of one galaxy, computed without any plotting library.
+"""What the detail view shows of one galaxy: its maps, the model's reconstruction, residual,
+saliency, properties, position angles, latent neighbours and a latent traversal, as data and
+as PNG images (drawn with NumPy and Pillow; no plotting library).
 
 Maps come from the dataset in physical units; the model input, reconstruction, residual,
-saliency and latent traversals are in the model's recipe space.
+saliency and latent traversals are in the model's input space: the dataset's maps after
+the card's recipe, which are dimensionless (``dawson2020`` scales each map so that its
+2nd and 98th percentiles become -1 and +1).
 """
 
 from __future__ import annotations
@@ -12,12 +16,30 @@ import numpy as np
 import torch
 
 from galexplore.errors import ModelError
-from galexplore.ui.bundle import Bundle, latent_columns
+from galexplore.explorer.bundles import Bundle, latent_columns
+from galexplore.explorer.images import Arrow, MapPanel, colourise, grid_png, map_limits, png_bytes
 
 #: Saliency methods offered in the page: label -> `galexplore.analysis.saliency` name.
 SALIENCY_METHODS = {"vanilla gradient": "vanilla", "SmoothGrad": "smoothgrad",
                     "integrated gradients": "integrated_gradients"}
+#: What each method's map shows: (label under the map, caption beside it).
+SALIENCY_CAPTIONS = {
+    "vanilla": ("|gradient|", "|d target / d input| at each pixel, summed over the input channels"),
+    "smoothgrad": ("mean |gradient|", "|d target / d input| averaged over 25 noisy copies of the input "
+                   "(SmoothGrad), summed over the input channels"),
+    "integrated_gradients": ("|attribution|", "|attribution| of integrated gradients along the path from a "
+                             "zero input (they sum to the change of the target), summed over the input channels"),
+}
 PA_COLUMNS = ("pa", "pa_deg", "position_angle")
+#: Colormap of each known channel; velocities are diverging and centred on zero.
+CHANNEL_CMAPS = {"mom0": "inferno", "mom1": "RdBu_r", "mom2": "viridis", "env": "magma"}
+DIVERGING = {"mom1"}
+#: Arrow colours of the true and the latent position angle on the velocity map.
+TRUE_PA_COLOUR, LATENT_PA_COLOUR = "black", "#00a000"
+ARROW_LENGTH_PX = 26.0
+#: Panels per row and pixel enlargement of the detail images.
+DETAIL_COLUMNS = 2
+DETAIL_SCALE = 2
 
 
 @dataclass
@@ -60,8 +82,10 @@ def _model_input(bundle: Bundle, rows) -> np.ndarray:
 
 
 def galaxy_detail(bundle: Bundle, row: int, k_neighbours: int = 8) -> GalaxyDetail:
-    """Everything the detail view needs for table row ``row``."""
-    table, card, model = bundle.table, bundle.model.card, bundle.model.model
+    """Everything the detail view needs for table row ``row`` (loads the model's weights on
+    first use)."""
+    loaded = bundle.model.loaded()
+    table, card, model = bundle.table, loaded.card, loaded.model
     dataset = bundle.dataset
     maps_all = np.asarray(dataset.maps[row], dtype=np.float32)
     maps = {name: maps_all[i] for i, name in enumerate(dataset.channels)}
@@ -69,7 +93,7 @@ def galaxy_detail(bundle: Bundle, row: int, k_neighbours: int = 8) -> GalaxyDeta
     reconstruction = residual = None
     if hasattr(model, "reconstruct"):
         with torch.inference_mode():
-            recon = model.reconstruct(torch.from_numpy(x).to(bundle.model.device)).float().cpu().numpy()
+            recon = model.reconstruct(torch.from_numpy(x).to(loaded.device)).float().cpu().numpy()
         reconstruction, residual = recon[0], x[0] - recon[0]
     record = table.iloc[row]
     embedding_prefixes = ("latent_", "pca_", "folded_", "umap_", "pred_")
@@ -108,12 +132,12 @@ def galaxy_saliency(bundle: Bundle, row: int, method: str, target: str) -> np.nd
 
     method = SALIENCY_METHODS.get(method, method)
     x = _model_input(bundle, row)[0]
-    return saliency(target_function(bundle.model.model, target), x, method=method)
+    return saliency(target_function(bundle.model.loaded().model, target), x, method=method)
 
 
 def can_traverse(bundle: Bundle) -> bool:
     """True when the model has a decoder that needs no pooling indices (latent traversals)."""
-    return bundle.model is not None and callable(getattr(bundle.model.model, "decode", None))
+    return bundle.model is not None and callable(getattr(bundle.model.loaded().model, "decode", None))
 
 
 def latent_traversal(bundle: Bundle, row: int, axis: int, steps: int = 7, span_sigma: float = 2.0
@@ -138,8 +162,9 @@ def latent_traversal(bundle: Bundle, row: int, axis: int, steps: int = 7, span_s
     values = z0[axis] + np.linspace(-span_sigma, span_sigma, steps) * sigma
     z = np.repeat(z0[None], steps, axis=0)
     z[:, axis] = values
+    loaded = bundle.model.loaded()
     with torch.inference_mode():
-        decoded = bundle.model.model.decode(torch.as_tensor(z, dtype=torch.float32, device=bundle.model.device))
+        decoded = loaded.model.decode(torch.as_tensor(z, dtype=torch.float32, device=loaded.device))
     return values, decoded.float().cpu().numpy()
 
 
@@ -152,8 +177,76 @@ def thumbnail_png(image: np.ndarray, cmap: str = "RdBu_r", vmin: float | None = 
     """
     from PIL import Image
 
-    from galexplore.ui.map_images import colourise, map_limits, png_bytes
-
     lo, hi = map_limits(image, symmetric=symmetric, percentile=99.0)
     limits = (lo if vmin is None else vmin, hi if vmax is None else vmax)
     return png_bytes(Image.fromarray(colourise(image, cmap, limits, scale, blank=(0, 0, 0, 0))))
+
+
+def pa_arrow_end(pa_deg: float) -> tuple[float, float]:
+    """Pixel (column, row) at which an arrow from the map centre along ``pa_deg`` ends.
+
+    A unit vector at PA theta (east of north) points along (d_col, d_row) = (-sin theta, cos theta).
+    """
+    theta = np.radians(pa_deg)
+    return 31.5 - ARROW_LENGTH_PX * np.sin(theta), 31.5 + ARROW_LENGTH_PX * np.cos(theta)
+
+
+def input_unit(recipe: str) -> str:
+    """Caption of maps in a model's input space."""
+    return f"dimensionless (recipe {recipe})"
+
+
+def _channel_panel(detail: GalaxyDetail, name: str) -> MapPanel:
+    """A dataset channel in its units; velocities diverging around 0 with the PA arrows
+    (unlabelled: `pa_legend` says which is which)."""
+    image = detail.maps[name]
+    unit = detail.units.get(name, "")
+    arrows = []
+    if name == "mom1":
+        for pa, colour in ((detail.pa_true, TRUE_PA_COLOUR), (detail.pa_latent, LATENT_PA_COLOUR)):
+            if pa is not None and np.isfinite(pa):
+                arrows.append(Arrow((31.5, 31.5), pa_arrow_end(pa), colour))
+    return MapPanel(image, CHANNEL_CMAPS.get(name, "viridis"), name, unit or "no unit",
+                    map_limits(image, symmetric=name in DIVERGING), arrows=arrows)
+
+
+def pa_legend(detail: GalaxyDetail) -> str:
+    """What the arrows on the velocity map are, with their angles (plain text)."""
+    parts = []
+    if detail.pa_true is not None and np.isfinite(detail.pa_true):
+        parts.append(f"black: true PA {detail.pa_true:.0f} deg")
+    if detail.pa_latent is not None and np.isfinite(detail.pa_latent):
+        parts.append(f"green: PA from the latent space {detail.pa_latent:.0f} deg")
+    return "Arrows on mom1 (east of north): " + "; ".join(parts) if parts else ""
+
+
+def detail_panels(detail: GalaxyDetail, recipe: str) -> list[MapPanel]:
+    """Every input channel, then the model input, reconstruction and residual (model input
+    space, diverging around 0; reconstruction and input share one colour scale)."""
+    panels = [_channel_panel(detail, name) for name in detail.maps]
+    channel = detail.model_channels[0]
+    x = detail.model_input[0]
+    shared = map_limits(x if detail.reconstruction is None else np.stack([x, detail.reconstruction[0]]),
+                        symmetric=True)
+    unit = input_unit(recipe)
+    panels.append(MapPanel(x, "RdBu_r", f"model input ({channel})", unit, shared))
+    if detail.reconstruction is not None:
+        panels.append(MapPanel(detail.reconstruction[0], "RdBu_r", "reconstruction", unit, shared))
+        panels.append(MapPanel(detail.residual[0], "RdBu_r", "residual (input - recon.)", unit,
+                               map_limits(detail.residual[0], symmetric=True)))
+    return panels
+
+
+def detail_png(detail: GalaxyDetail, recipe: str) -> bytes:
+    """One PNG of `detail_panels`, `DETAIL_COLUMNS` to a row."""
+    return grid_png(detail_panels(detail, recipe), columns=DETAIL_COLUMNS, scale=DETAIL_SCALE)
+
+
+def saliency_png(detail: GalaxyDetail, saliency: np.ndarray, target: str, method: str) -> bytes:
+    """The saliency strength (sum of |values| over the model's channels) over the model input in grey."""
+    strength = np.abs(saliency).sum(axis=0)
+    shown = np.where(strength > 0, strength, np.nan)
+    label, _ = SALIENCY_CAPTIONS[SALIENCY_METHODS.get(method, method)]
+    panel = MapPanel(shown, "inferno", f"saliency of {target}", label, map_limits(shown),
+                     underlay=detail.model_input[0], alpha=0.7)
+    return grid_png([panel], columns=1, scale=DETAIL_SCALE)
