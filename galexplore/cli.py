@@ -113,6 +113,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    print("galexplore: [ 0.0 s] starting the explorer: importing Panel", file=sys.stderr, flush=True)
     from galexplore.ui.layout import serve
 
     if args.allow_remote:

@@ -17,7 +17,7 @@ import torch
 
 from galexplore.errors import ModelError
 from galexplore.explorer.bundles import Bundle, latent_columns
-from galexplore.explorer.images import Arrow, MapPanel, colourise, grid_png, map_limits, png_bytes
+from galexplore.explorer.images import Arrow, MapPanel, colourise, grid_png, map_limits, png_bytes, strip_png
 
 #: Saliency methods offered in the page: label -> `galexplore.analysis.saliency` name.
 SALIENCY_METHODS = {"vanilla gradient": "vanilla", "SmoothGrad": "smoothgrad",
@@ -250,3 +250,26 @@ def saliency_png(detail: GalaxyDetail, saliency: np.ndarray, target: str, method
     panel = MapPanel(shown, "inferno", f"saliency of {target}", label, map_limits(shown),
                      underlay=detail.model_input[0], alpha=0.7)
     return grid_png([panel], columns=1, scale=DETAIL_SCALE)
+
+
+#: Maps per row and enlargement of the neighbour and traversal strips.
+STRIP_COLUMNS, STRIP_SCALE = 4, 1
+
+
+def neighbours_png(bundle: Bundle, rows: np.ndarray) -> bytes:
+    """The model's input channel of each row (dataset units), captioned with its id."""
+    channel = bundle.model.card.channels[0]
+    order = np.argsort(rows)
+    maps = np.asarray(bundle.dataset.maps[rows[order], bundle.dataset.channel_index(channel)], dtype=np.float32)
+    maps = maps[np.argsort(order)]
+    ids = bundle.table["id"].to_numpy()[rows]
+    limits = [map_limits(m, symmetric=channel in DIVERGING, percentile=99.0) for m in maps]
+    return strip_png(list(maps), [f"id {int(i)}" for i in ids], CHANNEL_CMAPS.get(channel, "viridis"), limits,
+                     columns=STRIP_COLUMNS, scale=STRIP_SCALE)
+
+
+def traversal_png(values: np.ndarray, decoded: np.ndarray) -> bytes:
+    """Decoded maps of a latent traversal (model input space, -1 to 1), captioned with the
+    latent value."""
+    return strip_png([d[0] for d in decoded], [f"{v:.3g}" for v in values], "RdBu_r", [(-1.0, 1.0)] * len(values),
+                     columns=STRIP_COLUMNS, scale=STRIP_SCALE)

@@ -126,7 +126,8 @@ class Raster:
 
 def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_range: tuple[float, float],
               width: int, height: int, values: np.ndarray | None = None, keep: np.ndarray | None = None,
-              max_spread_px: int = MAX_SPREAD_PX, threshold: float = SPREAD_THRESHOLD) -> Raster:
+              max_spread_px: int = MAX_SPREAD_PX, threshold: float = SPREAD_THRESHOLD,
+              spread_px: int | None = None) -> Raster:
     """Bin points into a ``width`` x ``height`` grid over the given ranges.
 
     Parameters
@@ -138,6 +139,7 @@ def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_rang
     keep : (n,) bool, optional; only these points are drawn.
     max_spread_px, threshold : isolated pixels are spread by the smallest distance (up to
         ``max_spread_px``) at which ``threshold`` of the filled pixels touch another one.
+    spread_px : spread by exactly this distance instead (e.g. a layer drawn over another).
 
     Returns
     -------
@@ -159,12 +161,21 @@ def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_rang
     filled = counts > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         image = np.where(filled, sums / counts if values.size else counts, np.nan).astype(np.float32)
-    spread_px, out = 0, image
-    while spread_px < max_spread_px and _touching_fraction(~np.isnan(out)) < threshold:
-        spread_px += 1
-        out = np.empty_like(image)
-        _spread(image, spread_px, out)
-    return Raster(out, (x_lo, x_hi), (y_lo, y_hi), spread_px, int(counts.sum()))
+    if spread_px is None:
+        spread_px = 0
+        while spread_px < max_spread_px and _touching_fraction(~np.isnan(spread(image, spread_px))) < threshold:
+            spread_px += 1
+    return Raster(spread(image, spread_px), (x_lo, x_hi), (y_lo, y_hi), spread_px, int(counts.sum()))
+
+
+def spread(image: np.ndarray, px: int) -> np.ndarray:
+    """``image`` with every empty (NaN) pixel within ``px`` of a filled one painted with the
+    value of the nearest filled pixel (``px`` = 0: ``image`` itself)."""
+    if px <= 0:
+        return image
+    out = np.empty_like(image)
+    _spread(image, int(px), out)
+    return out
 
 
 def _floating(array) -> np.ndarray:
