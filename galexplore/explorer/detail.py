@@ -256,16 +256,32 @@ def saliency_png(detail: GalaxyDetail, saliency: np.ndarray, target: str, method
 STRIP_COLUMNS, STRIP_SCALE = 4, 1
 
 
-def neighbours_png(bundle: Bundle, rows: np.ndarray) -> bytes:
-    """The model's input channel of each row (dataset units), captioned with its id."""
+def format_value(value) -> str:
+    """A table value for a caption: whole numbers without a decimal point, others to 4 digits."""
+    value = float(value)
+    if not np.isfinite(value):
+        return "nan"
+    return f"{int(value)}" if value == int(value) and abs(value) < 1e15 else f"{value:.4g}"
+
+
+def maps_png(bundle: Bundle, rows: np.ndarray, captions: list[str] | None = None,
+             columns: int = STRIP_COLUMNS, scale: int = STRIP_SCALE) -> bytes:
+    """The model's first input channel of each row (dataset units), captioned with its id (or
+    ``captions``)."""
     channel = bundle.model.card.channels[0]
     order = np.argsort(rows)
     maps = np.asarray(bundle.dataset.maps[rows[order], bundle.dataset.channel_index(channel)], dtype=np.float32)
     maps = maps[np.argsort(order)]
-    ids = bundle.table["id"].to_numpy()[rows]
+    if captions is None:
+        captions = [f"id {int(i)}" for i in bundle.table["id"].to_numpy()[rows]]
     limits = [map_limits(m, symmetric=channel in DIVERGING, percentile=99.0) for m in maps]
-    return strip_png(list(maps), [f"id {int(i)}" for i in ids], CHANNEL_CMAPS.get(channel, "viridis"), limits,
-                     columns=STRIP_COLUMNS, scale=STRIP_SCALE)
+    return strip_png(list(maps), captions, CHANNEL_CMAPS.get(channel, "viridis"), limits, columns=columns,
+                     scale=scale)
+
+
+def neighbours_png(bundle: Bundle, rows: np.ndarray) -> bytes:
+    """The nearest neighbours' maps, captioned with their ids."""
+    return maps_png(bundle, rows)
 
 
 def traversal_png(values: np.ndarray, decoded: np.ndarray) -> bytes:

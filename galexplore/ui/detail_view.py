@@ -48,8 +48,8 @@ class DetailView(pn.viewable.Viewer):
         self.saliency_caption = pn.pane.Markdown("", width=WIDTH - 210)
         self.facts = pn.pane.Markdown("", width=WIDTH - 30, css_classes=["detail-facts"])
         self.neighbours = pn.pane.PNG(None, css_classes=["detail-neighbours"], width=WIDTH, fixed_aspect=True)
-        self.neighbour_ids = pn.widgets.RadioButtonGroup(options=[], button_type="light", width=WIDTH,
-                                                         css_classes=["neighbour-buttons"])
+        self.neighbour_ids = pn.widgets.Select(name="Show a neighbour", options={}, width=200,
+                                               css_classes=["neighbour-select"])
         self.traversal = pn.pane.PNG(None, css_classes=["detail-traversal"], width=WIDTH, fixed_aspect=True)
         self.traversal_note = pn.pane.Markdown("", width=WIDTH)
         pn.bind(self._show_neighbour, self.neighbour_ids, watch=True)
@@ -110,7 +110,7 @@ class DetailView(pn.viewable.Viewer):
             pane.object = None
         for pane in (self.facts, self.arrows, self.saliency_caption, self.traversal_note):
             pane.object = ""
-        self.neighbour_ids.options = []
+        self.neighbour_ids.options = {}
 
     @param.depends("show_saliency", "saliency_method", "saliency_target", watch=True)
     async def _show_saliency(self) -> None:
@@ -140,7 +140,8 @@ class DetailView(pn.viewable.Viewer):
             return
         self.neighbours.object = png
         ids = bundle.table["id"].to_numpy()[rows]
-        self.neighbour_ids.param.update(options={f"id {int(i)}": int(i) for i in ids}, value=None)
+        self.neighbour_ids.param.update(options={"(choose)": None, **{f"id {int(i)}": int(i) for i in ids}},
+                                        value=None)
 
     @param.depends("traversal_axis", watch=True)
     async def _show_traversal(self) -> None:
@@ -201,7 +202,7 @@ class DetailView(pn.viewable.Viewer):
             pn.Row(self.saliency, self.saliency_caption, width=WIDTH),
             pn.pane.Markdown("**Properties and predictions**", width=WIDTH),
             pn.Column(self.facts, height=230, scroll=True, width=WIDTH, css_classes=["detail-facts-box"]),
-            pn.pane.Markdown("**Nearest neighbours in latent space** (choose one to show it)", width=WIDTH),
+            pn.pane.Markdown("**Nearest neighbours in latent space**", width=WIDTH),
             self.neighbours, self.neighbour_ids,
             pn.pane.Markdown("**Latent traversal**", width=WIDTH),
             pn.widgets.IntInput.from_param(self.param.traversal_axis, name="Latent axis", width=120),

@@ -62,3 +62,10 @@ def busy(*components):
     finally:
         for component in components:
             component.loading = False
+
+
+def rule(width: int | None = None) -> pn.viewable.Viewable:
+    """A thin horizontal line between groups of widgets (Panel's Divider fetches its style
+    sheet from a CDN; this needs nothing from outside)."""
+    return pn.Spacer(height=1, width=width, styles={"border-top": "1px solid #d0d0d0"}, margin=(8, 5),
+                     sizing_mode=None if width else "stretch_width")

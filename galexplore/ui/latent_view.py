@@ -27,7 +27,7 @@ from galexplore.explorer.colours import (FITTED_BOUNDARY_COLOUR, MARKER_COLOUR, 
                                          SELECTION_COLOUR)
 from galexplore.explorer.placement import visible_labels
 from galexplore.explorer.raster import rasterize
-from galexplore.ui.feedback import on_event
+from galexplore.ui.feedback import on_event, rule
 from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState
 
 #: Galaxies in view below which hover tooltips are sent (each costs ~100 bytes per render).
@@ -58,7 +58,7 @@ class LatentMap(pn.viewable.Viewer):
         self._spread_px = 0
         self._pending = False
         self.figure = self._figure()
-        self._follow_source()
+        self._show_source()
 
     # ---------------------------------------------------------------- building
     def _figure(self):
@@ -90,7 +90,7 @@ class LatentMap(pn.viewable.Viewer):
                                 line_width=2.5)
         self.legend_items = {"model": LegendItem(label="kappa boundary of the model card", renderers=[model_line]),
                              "fitted": LegendItem(label="boundary fitted in this session", renderers=[fitted])}
-        self.legend = Legend(items=[], orientation="horizontal", label_text_font_size="8pt", padding=2, spacing=12,
+        self.legend = Legend(items=list(self.legend_items.values()), orientation="horizontal", label_text_font_size="8pt", padding=2, spacing=12,
                              margin=2, border_line_alpha=0.0)
         fig.add_layout(self.legend, "below")
         self.marker_source = ColumnDataSource({"x": [], "y": [], "name": [], "neighbours": []})
@@ -119,13 +119,26 @@ class LatentMap(pn.viewable.Viewer):
         return fig
 
     # ---------------------------------------------------------------- following the state
-    @param.depends("map.source.bundle", "map.projection", "map.reset", watch=True)
+    @param.depends("map.reset", watch=True)
+    def _reset(self) -> None:
+        self._shown = None
+        self._follow_source()
+
+    @param.depends("map.source.bundle", "map.projection", watch=True)
     def _follow_source(self) -> None:
-        """Show the whole projection: new axes, labels, Reset target, tooltips and layers."""
+        pn.state.execute(self._show_source, schedule=True)  # Bokeh models change under the document lock
+
+    def _show_source(self) -> None:
+        """Show the whole projection: new axes, labels, Reset target, tooltips and layers. A
+        table that only gained columns (the same model) keeps the view and is drawn again."""
         m = self.map
         bundle = m.bundle
+        shown = (bundle._indices, m.projection)
+        if shown == self._shown:
+            self._render(self._ranges())
+            return
         (x0, x1), (y0, y1) = bundle.extent(m.projection)
-        self._shown = (bundle, m.projection)
+        self._shown = shown
         xcol, ycol = m.axes
         fig = self.figure
         fig.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
@@ -138,19 +151,19 @@ class LatentMap(pn.viewable.Viewer):
 
     @param.depends("map.color_by", "map.colormap", "map.color_range", "map.filters", watch=True)
     def _follow_colouring(self) -> None:
-        self._render(self._ranges())
+        pn.state.execute(lambda: self._render(self._ranges()), schedule=True)
 
     @param.depends("selection.current", watch=True)
     def _follow_selection(self) -> None:
-        self._draw_selection(self._ranges())
+        pn.state.execute(lambda: self._draw_selection(self._ranges()), schedule=True)
 
     @param.depends("map.markers", watch=True)
     def _follow_markers(self) -> None:
-        self._draw_markers(self._ranges())
+        pn.state.execute(lambda: self._draw_markers(self._ranges()), schedule=True)
 
     @param.depends("boundary.fit", watch=True)
     def _follow_fit(self) -> None:
-        self._draw_boundaries()
+        pn.state.execute(self._draw_boundaries, schedule=True)
 
     def _ranges(self) -> tuple[float, float, float, float]:
         xr, yr = self.figure.x_range, self.figure.y_range
@@ -224,8 +237,9 @@ class LatentMap(pn.viewable.Viewer):
         fitted = fitted_line(self.boundary.fit, m.projection, extent)
         self.model_boundary_source.data = _lines(model)
         self.fitted_boundary_source.data = _lines(fitted)
-        self.legend.items = [item for key, item in self.legend_items.items() if (model if key == "model" else fitted)]
-        self.legend.visible = bool(self.legend.items)
+        self.legend_items["model"].visible = bool(model)
+        self.legend_items["fitted"].visible = bool(fitted)
+        self.legend.visible = bool(model or fitted)
 
     def _draw_hover(self, ranges) -> None:
         m = self.map
@@ -281,7 +295,7 @@ class LatentMap(pn.viewable.Viewer):
             m.clicked = row
 
     def __panel__(self):
-        return pn.pane.Bokeh(self.figure, css_classes=["latent-map"], name="latent-map")
+        return pn.pane.Bokeh(self.figure, name="latent-map")
 
 
 class MapControls(pn.viewable.Viewer):
@@ -355,10 +369,10 @@ class MapControls(pn.viewable.Viewer):
             pn.widgets.Select.from_param(m.param.colormap, name="Colormap", description=None,
                                          sizing_mode="stretch_width"),
             self.range_auto, self.range_slider,
-            pn.layout.Divider(),
+            rule(),
             self.filter_column, self.filter_slider, pn.Row(self.add_filter, self.clear_filters),
             pn.pane.Markdown(pn.bind(self._filters_text, m.param.filters)),
-            pn.layout.Divider(),
+            rule(),
             pn.pane.Markdown("**Selection mode** (for the next lasso or box)", margin=(0, 10)),
             pn.widgets.RadioButtonGroup.from_param(self.selection.param.mode, name="Selection mode",
                                                    description=None),

@@ -19,16 +19,16 @@ from galexplore.explorer import detail as details
 from galexplore.explorer.colours import SELECTION_COLOUR
 from galexplore.explorer.exports import selection_zip
 from galexplore.explorer.selections import PRIVATE, SHARED, SelectionStore
-from galexplore.ui.feedback import busy
+from galexplore.ui.feedback import rule, busy
 from galexplore.ui.state import MapState, Messages, SelectionState
 from galexplore.ui.text import literal
 
 GALLERY_SIZE = 24
+GALLERY_COLUMNS = 6
 HISTOGRAM_BINS = 40
 TABLE_PAGE_SIZE = 15
 #: Width of the Selection tab's content: wide tables scroll inside it.
 WIDTH = 1000
-THUMBNAIL = 104
 
 
 def selection_count_text(bundle, rows: np.ndarray) -> str:
@@ -123,17 +123,11 @@ class SelectionView(pn.viewable.Viewer):
                                           show_index=False, width=WIDTH, height=470, layout="fit_data_table",
                                           css_classes=["selection-table"])
         self.histogram, self._histogram_sources = _histogram_figure()
-        self._gallery_ids: list[int | None] = [None] * GALLERY_SIZE
-        self._gallery_images = [pn.pane.PNG(None, width=THUMBNAIL, height=THUMBNAIL) for _ in range(GALLERY_SIZE)]
-        self._gallery_labels = [pn.pane.Markdown("", margin=(0, 4), width=THUMBNAIL) for _ in range(GALLERY_SIZE)]
-        self._gallery_buttons = [pn.widgets.Button(name="", width=THUMBNAIL, button_type="light")
-                                 for _ in range(GALLERY_SIZE)]
-        for slot, button in enumerate(self._gallery_buttons):
-            button.on_click(lambda event, slot=slot: self._show(slot))
         self.gallery_note = pn.pane.Markdown("", width=WIDTH)
-        self.gallery = pn.FlexBox(*[pn.Column(image, label, button, width=THUMBNAIL + 8, visible=False, margin=2)
-                                    for image, label, button in zip(self._gallery_images, self._gallery_labels,
-                                                                    self._gallery_buttons)], width=WIDTH)
+        self.gallery = pn.pane.PNG(None, css_classes=["selection-gallery"], width=GALLERY_COLUMNS * 140,
+                                   fixed_aspect=True)
+        self.gallery_pick = pn.widgets.Select(name="Show in the detail view", options={}, width=220)
+        pn.bind(self._show, self.gallery_pick, watch=True)
         self.name_input = pn.widgets.TextInput(name="Name", placeholder="e.g. high-kappa edge", width=240)
         self.scope = pn.widgets.RadioButtonGroup(options=[PRIVATE, SHARED], value=PRIVATE, width=160)
         self.save_button = pn.widgets.Button(name="Save selection", button_type="primary")
@@ -185,20 +179,24 @@ class SelectionView(pn.viewable.Viewer):
         self._stale = False
         table = self.selection.selected_table().reset_index(drop=True)
         self.table.value = table
-        await self._draw_histogram()
+        self._draw_histogram()
         await self._draw_gallery()
 
     # ---------------------------------------------------------------- drawing
     @param.depends("histogram_column", watch=True)
-    async def _draw_histogram(self) -> None:
+    def _draw_histogram(self) -> None:
         bundle, rows, column = self.selection.map.bundle, self.selection.rows, self.histogram_column
         if column is None:
             return
         values = bundle.table[column].to_numpy(dtype=np.float64)
         data = histogram_data(values, values[rows])
-        for name, source in self._histogram_sources.items():
-            source.data = data[name]
-        self.histogram.xaxis.axis_label = bundle.label(column)
+
+        def draw() -> None:
+            for name, source in self._histogram_sources.items():
+                source.data = data[name]
+            self.histogram.xaxis.axis_label = bundle.label(column)
+
+        pn.state.execute(draw, schedule=True)  # Bokeh models change under the document lock
 
     @param.depends("gallery_sort", "gallery_descending", watch=True)
     async def _draw_gallery(self) -> None:
@@ -212,37 +210,30 @@ class SelectionView(pn.viewable.Viewer):
             order = np.argsort(-values if self.gallery_descending else values, kind="stable")
             rows = selected[order[:GALLERY_SIZE]]
             self.gallery_note.object = (f"First {rows.size} of {selected.size:,} selected maps, sorted by "
-                                        f"{literal(sort)} ({'descending' if self.gallery_descending else 'ascending'}).")
-        channel = bundle.model.card.channels[0] if bundle.model is not None else None
+                                        f"{literal(sort)} ({'descending' if self.gallery_descending else 'ascending'}); "
+                                        f"captions: id and {literal(sort)}.")
+        ids = bundle.table["id"].to_numpy()[rows]
+        values = bundle.table[sort].to_numpy()[rows]
+        captions = [f"id {int(i)}" if sort == "id" else f"id {int(i)}: {details.format_value(v)}"
+                    for i, v in zip(ids, values)]
 
-        def thumbnails() -> list[bytes]:
-            if not rows.size or channel is None:
-                return []
-            maps = np.asarray(bundle.dataset.maps[np.sort(rows), bundle.dataset.channel_index(channel)],
-                              dtype=np.float32)
-            position = {int(r): k for k, r in enumerate(np.sort(rows))}
-            return [details.thumbnail_png(maps[position[int(r)]], details.CHANNEL_CMAPS.get(channel, "viridis"),
-                                          symmetric=channel in details.DIVERGING) for r in rows]
+        def gallery() -> bytes | None:
+            if not rows.size or bundle.model is None:
+                return None
+            return details.maps_png(bundle, rows, captions, columns=GALLERY_COLUMNS, scale=2)
 
         with busy(self.gallery):
-            pngs = await asyncio.to_thread(thumbnails)
+            png = await asyncio.to_thread(gallery)
         if s.rows is not selected or s.map.bundle is not bundle:
             return  # the selection or the model changed meanwhile
-        ids = bundle.table["id"].to_numpy()
-        column = bundle.table[sort].to_numpy()
-        for slot, card in enumerate(self.gallery):
-            card.visible = slot < len(pngs)
-            if slot < len(pngs):
-                row = int(rows[slot])
-                self._gallery_ids[slot] = int(ids[row])
-                self._gallery_images[slot].object = pngs[slot]
-                self._gallery_labels[slot].object = f"{literal(sort)} = {column[row]:.3g}"
-                self._gallery_buttons[slot].name = f"id {int(ids[row])}"
+        self.gallery.object = png
+        self.gallery_pick.param.update(options={"(choose)": None, **{f"id {int(i)}": int(i) for i in ids}},
+                                       value=None)
 
     # ---------------------------------------------------------------- gestures
-    def _show(self, slot: int) -> None:
-        if self._gallery_ids[slot] is not None:
-            self.selection.map.show_id(self._gallery_ids[slot])
+    def _show(self, galaxy_id: int | None) -> None:
+        if galaxy_id is not None:
+            self.selection.map.show_id(galaxy_id)
 
     def _refresh_saved(self, *_) -> None:
         self.saved.options = {f"{name} ({scope})": (scope, name) for scope, name in self.store.entries()}
@@ -281,11 +272,11 @@ class SelectionView(pn.viewable.Viewer):
             pn.pane.Markdown("**Named selections**: *mine* are listed only in this browser; *shared* ones "
                              "by everyone using this server.", width=WIDTH),
             pn.Row(self.name_input, self.scope, self.save_button), pn.Row(self.saved, self.load_button),
-            pn.layout.Divider(width=WIDTH),
+            rule(width=WIDTH),
             pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, name="Gallery sorted by", width=200),
                    pn.widgets.Checkbox.from_param(self.param.gallery_descending, name="descending")),
-            self.gallery_note, self.gallery,
-            pn.layout.Divider(width=WIDTH),
+            self.gallery_note, self.gallery, self.gallery_pick,
+            rule(width=WIDTH),
             self.table,
             name="Selection", width=WIDTH + 20,
         )
