@@ -99,6 +99,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from galexplore.explorer.exports import export_command
+
+    written = export_command(args.dataset, args.model, args.out, ids_file=args.ids, query=args.query,
+                             status_callback=lambda text: print(f"galexplore: {text}", file=sys.stderr))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from galexplore.models import zoo
 
@@ -191,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--force", action="store_true", help="recompute even if cached")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("export", help="export rows of a dataset with a model's embedding, units and provenance")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("model", help="checkpoint directory or zoo name")
+    chosen = p.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--ids", type=Path, metavar="FILE", help="text file of catalogue ids (one per line, or a CSV "
+                        "with an id column)")
+    chosen.add_argument("--query", metavar="EXPR", help="rows where EXPR holds, e.g. 'kappa < 0.5 and pred_class == 1'")
+    p.add_argument("out", type=Path, help="OUT.zip (CSV + provenance in one archive) or OUT.csv (provenance beside)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("zoo", help="published encoders")
     zsub = p.add_subparsers(dest="zoo_command", required=True)

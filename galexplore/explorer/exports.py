@@ -96,3 +96,34 @@ def rows_from_query(bundle: Bundle, expression: str) -> np.ndarray:
         raise ParameterError(f"the query {expression!r} must give true or false for each row, "
                              "e.g. 'kappa < 0.5'")
     return np.flatnonzero(mask.to_numpy())
+
+
+def export_command(dataset: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
+                   ids_file: str | os.PathLike | None = None, query: str | None = None,
+                   status_callback=None) -> list[Path]:
+    """`galexplore export`: the rows of ``dataset`` chosen by an ids file or a query, with
+    ``model``'s embedding, written as a zip (``out`` ending in ``.zip``) or as a CSV with its
+    provenance JSON beside it. Returns the files written (existing files are never replaced)."""
+    from galexplore.explorer.bundles import build_bundle
+    from galexplore.export import export_selection
+
+    if (ids_file is None) == (query is None):
+        raise ParameterError("choose the rows with exactly one of --ids FILE or --query EXPR")
+    bundle = build_bundle(dataset, model, status_callback=status_callback)
+    if ids_file is not None:
+        rows, step = rows_from_ids_file(bundle, ids_file), {"mode": "new", "ids_file": Path(ids_file).name}
+    else:
+        rows, step = rows_from_query(bundle, query), {"mode": "new", "query": query}
+    if rows.size == 0:
+        raise SelectionError("no row matches; nothing to export")
+    selection = Selection(rows=rows, history=(step,))
+    out = Path(out)
+    if out.suffix.lower() == ".zip":
+        if out.exists():
+            raise ParameterError(f"{out} already exists; choose another file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(selection_zip(bundle, selection, name=out.stem))
+        return [out]
+    ids = bundle.table["id"].to_numpy()[rows]
+    return list(export_selection(bundle.table, ids, out, provenance(bundle, selection),
+                                 column_units=bundle.column_units))

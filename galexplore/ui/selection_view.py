@@ -210,8 +210,8 @@ class SelectionView(pn.viewable.Viewer):
             order = np.argsort(-values if self.gallery_descending else values, kind="stable")
             rows = selected[order[:GALLERY_SIZE]]
             self.gallery_note.object = (f"First {rows.size} of {selected.size:,} selected maps, sorted by "
-                                        f"{literal(sort)} ({'descending' if self.gallery_descending else 'ascending'}); "
-                                        f"captions: id and {literal(sort)}.")
+                                        f"{literal(sort)} ({'descending' if self.gallery_descending else 'ascending'})"
+                                        + (f"; captions: id and {literal(sort)}." if sort != "id" else "."))
         ids = bundle.table["id"].to_numpy()[rows]
         values = bundle.table[sort].to_numpy()[rows]
         captions = [f"id {int(i)}" if sort == "id" else f"id {int(i)}: {details.format_value(v)}"
