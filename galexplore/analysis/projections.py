@@ -281,9 +281,9 @@ class LatentProjector:
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, latents, *, extras: dict | None = None, kappa=None, pa=None) -> LatentProjector:
+    def fit(self, latents, *, extras: dict | None = None, kappa=None, pa=None, ids=None) -> LatentProjector:
         """Fit on latent vectors (n, d); see `fit_transform`."""
-        self.fit_transform(latents, extras=extras, kappa=kappa, pa=pa)
+        self.fit_transform(latents, extras=extras, kappa=kappa, pa=pa, ids=ids)
         return self
 
     def fit_transform(self, latents, *, extras: dict | None = None, kappa=None, pa=None,
