@@ -25,8 +25,8 @@ from galexplore.errors import ParameterError
 
 #: Largest spread of an isolated pixel, in pixels on each side.
 MAX_SPREAD_PX = 3
-#: Spreading stops once this fraction of the non-empty pixels touches another one (as
-#: Datashader's ``dynspread`` threshold).
+#: Spreading stops before more than this fraction of the non-empty pixels would touch
+#: another one (Datashader's ``dynspread`` rule and threshold).
 SPREAD_THRESHOLD = 0.6
 
 
@@ -54,25 +54,28 @@ def _bin(x, y, values, keep, x0, y0, sx, sy, width, height, counts, sums):
 
 
 @numba.njit(cache=True, nogil=True)
-def _touching_fraction(filled):
-    """Fraction of filled pixels with at least one filled 8-neighbour (1.0 when none is filled)."""
+def _neighbour_fraction(filled, radius):
+    """Fraction of filled pixels with another filled pixel within ``radius`` (in rows and
+    columns); 1.0 when none is filled."""
     height, width = filled.shape
     total = 0
-    touching = 0
+    with_neighbours = 0
     for r in range(height):
         for c in range(width):
             if not filled[r, c]:
                 continue
             total += 1
             found = False
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    if (dr != 0 or dc != 0) and 0 <= r + dr < height and 0 <= c + dc < width \
-                            and filled[r + dr, c + dc]:
+            for rr in range(max(0, r - radius), min(height, r + radius + 1)):
+                for cc in range(max(0, c - radius), min(width, c + radius + 1)):
+                    if (rr != r or cc != c) and filled[rr, cc]:
                         found = True
+                        break
+                if found:
+                    break
             if found:
-                touching += 1
-    return 1.0 if total == 0 else touching / total
+                with_neighbours += 1
+    return 1.0 if total == 0 else with_neighbours / total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -137,8 +140,10 @@ def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_rang
     values : (n,) optional; the image is then the mean of the finite values per pixel,
         else the number of points per pixel.
     keep : (n,) bool, optional; only these points are drawn.
-    max_spread_px, threshold : isolated pixels are spread by the smallest distance (up to
-        ``max_spread_px``) at which ``threshold`` of the filled pixels touch another one.
+    max_spread_px, threshold : isolated pixels are spread by the largest distance px (up to
+        ``max_spread_px``) for which at most ``threshold`` of the filled pixels have another
+        within 2 px, i.e. before spread points would run into each other (Datashader's
+        ``dynspread``).
     spread_px : spread by exactly this distance instead (e.g. a layer drawn over another).
 
     Returns
@@ -162,9 +167,11 @@ def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_rang
     with np.errstate(invalid="ignore", divide="ignore"):
         image = np.where(filled, sums / counts if values.size else counts, np.nan).astype(np.float32)
     if spread_px is None:
-        spread_px = 0
-        while spread_px < max_spread_px and _touching_fraction(~np.isnan(spread(image, spread_px))) < threshold:
-            spread_px += 1
+        spread_px = max_spread_px
+        for px in range(1, max_spread_px + 1):
+            if _neighbour_fraction(filled, 2 * px) > threshold:
+                spread_px = px - 1
+                break
     return Raster(spread(image, spread_px), (x_lo, x_hi), (y_lo, y_hi), spread_px, int(counts.sum()))
 
 
