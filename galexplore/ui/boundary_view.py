@@ -56,16 +56,16 @@ class BoundaryView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.fit_button = pn.widgets.Button(name="Fit boundary", button_type="primary")
+        self.fit_button = pn.widgets.Button(label="Fit boundary", color="primary")
         self.fit_button.on_click(self._on_fit)
-        self.mark_buttons = {which: pn.widgets.Button(name=f"Mark selection as class {which}") for which in "AB"}
-        self.unmark_button = pn.widgets.Button(name="Clear marks of selection")
-        self.clear_button = pn.widgets.Button(name="Clear all marks")
+        self.mark_buttons = {which: pn.widgets.Button(label=f"Mark selection as class {which}") for which in "AB"}
+        self.unmark_button = pn.widgets.Button(label="Clear marks of selection")
+        self.clear_button = pn.widgets.Button(label="Clear all marks")
         for which, button in [*self.mark_buttons.items(), ("clear", self.unmark_button)]:
             button.on_click(lambda event, which=which: self._mark(which))
         self.clear_button.on_click(lambda event: self._clear_marks())
-        self.save_name = pn.widgets.TextInput(name="Save into a copy of the model named", placeholder="my-boundary")
-        self.save_button = pn.widgets.Button(name="Save boundary with model card")
+        self.save_name = pn.widgets.TextInput(label="Save into a copy of the model named", placeholder="my-boundary")
+        self.save_button = pn.widgets.Button(label="Save boundary with model card")
         self.save_button.on_click(self._on_save)
         self.results = pn.Column(pn.pane.Markdown(metrics_markdown(None), css_classes=["boundary-metrics"],
                                                   width=520))
@@ -146,11 +146,11 @@ class BoundaryView(pn.viewable.Viewer):
 
     def __panel__(self):
         settings = pn.Column(
-            pn.widgets.Select.from_param(self.param.method, name="Boundary"),
+            pn.widgets.Select.from_param(self.param.method, label="Boundary"),
             pn.widgets.RadioButtonGroup.from_param(self.param.features),
             pn.widgets.RadioBoxGroup.from_param(self.param.label_source),
-            pn.widgets.Select.from_param(self.param.label_column, name="Label column"),
-            pn.widgets.FloatInput.from_param(self.param.threshold, name="Threshold (class 1 above)"),
+            pn.widgets.Select.from_param(self.param.label_column, label="Label column"),
+            pn.widgets.FloatInput.from_param(self.param.threshold, label="Threshold (class 1 above)"),
             self.fit_button,
             rule(),
             pn.Row(*self.mark_buttons.values()), pn.Row(self.unmark_button, self.clear_button),

@@ -48,7 +48,7 @@ class DetailView(pn.viewable.Viewer):
         self.saliency_caption = pn.pane.Markdown("", width=WIDTH - 210)
         self.facts = pn.pane.Markdown("", width=WIDTH - 30, css_classes=["detail-facts"])
         self.neighbours = pn.pane.PNG(None, css_classes=["detail-neighbours"], width=WIDTH, fixed_aspect=True)
-        self.neighbour_ids = pn.widgets.Select(name="Show a neighbour", options={}, width=200,
+        self.neighbour_ids = pn.widgets.Select(label="Show a neighbour", options={}, width=200,
                                                css_classes=["neighbour-select"])
         self.traversal = pn.pane.PNG(None, css_classes=["detail-traversal"], width=WIDTH, fixed_aspect=True)
         self.traversal_note = pn.pane.Markdown("", width=WIDTH)
@@ -195,9 +195,9 @@ class DetailView(pn.viewable.Viewer):
     def _content(self) -> list:
         return [
             self.header, self.images, self.arrows,
-            pn.Row(pn.widgets.Checkbox.from_param(self.param.show_saliency, name="Saliency", width=80),
-                   pn.widgets.Select.from_param(self.param.saliency_method, name="Method", width=150),
-                   pn.widgets.Select.from_param(self.param.saliency_target, name="Target", width=140),
+            pn.Row(pn.widgets.Checkbox.from_param(self.param.show_saliency, label="Saliency", width=80),
+                   pn.widgets.Select.from_param(self.param.saliency_method, label="Method", width=150),
+                   pn.widgets.Select.from_param(self.param.saliency_target, label="Target", width=140),
                    width=WIDTH),
             pn.Row(self.saliency, self.saliency_caption, width=WIDTH),
             pn.pane.Markdown("**Properties and predictions**", width=WIDTH),
@@ -205,6 +205,6 @@ class DetailView(pn.viewable.Viewer):
             pn.pane.Markdown("**Nearest neighbours in latent space**", width=WIDTH),
             self.neighbours, self.neighbour_ids,
             pn.pane.Markdown("**Latent traversal**", width=WIDTH),
-            pn.widgets.IntInput.from_param(self.param.traversal_axis, name="Latent axis", width=120),
+            pn.widgets.IntInput.from_param(self.param.traversal_axis, label="Latent axis", width=120),
             self.traversal_note, self.traversal,
         ]

@@ -306,14 +306,14 @@ class MapControls(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.range_auto = pn.widgets.Checkbox(name="Natural colour range", value=True)
-        self.range_slider = pn.widgets.RangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0),
+        self.range_auto = pn.widgets.Checkbox(label="Natural colour range", value=True)
+        self.range_slider = pn.widgets.RangeSlider(label="Colour range", start=0.0, end=1.0, value=(0.0, 1.0),
                                                    step=0.01, disabled=True, sizing_mode="stretch_width")
-        self.filter_column = pn.widgets.Select(name="Filter on column", options=[], sizing_mode="stretch_width")
-        self.filter_slider = pn.widgets.RangeSlider(name="Keep values in", start=0.0, end=1.0, value=(0.0, 1.0),
+        self.filter_column = pn.widgets.Select(label="Filter on column", options=[], sizing_mode="stretch_width")
+        self.filter_slider = pn.widgets.RangeSlider(label="Keep values in", start=0.0, end=1.0, value=(0.0, 1.0),
                                                     step=0.01, sizing_mode="stretch_width")
-        self.add_filter = pn.widgets.Button(name="Apply filter", button_type="primary")
-        self.clear_filters = pn.widgets.Button(name="Clear filters")
+        self.add_filter = pn.widgets.Button(label="Apply filter", color="primary")
+        self.clear_filters = pn.widgets.Button(label="Clear filters")
         self.add_filter.on_click(lambda event: self.map.set_filter(self.filter_column.value,
                                                                    *self.filter_slider.value))
         self.clear_filters.on_click(lambda event: setattr(self.map, "filters", {}))
@@ -362,11 +362,11 @@ class MapControls(pn.viewable.Viewer):
     def __panel__(self):
         m = self.map
         return pn.Column(
-            pn.widgets.Select.from_param(m.param.projection, name="Projection", description=None,
+            pn.widgets.Select.from_param(m.param.projection, label="Projection", description=None,
                                          sizing_mode="stretch_width"),
-            pn.widgets.Select.from_param(m.param.color_by, name="Colour by", description=None,
+            pn.widgets.Select.from_param(m.param.color_by, label="Colour by", description=None,
                                          sizing_mode="stretch_width"),
-            pn.widgets.Select.from_param(m.param.colormap, name="Colormap", description=None,
+            pn.widgets.Select.from_param(m.param.colormap, label="Colormap", description=None,
                                          sizing_mode="stretch_width"),
             self.range_auto, self.range_slider,
             rule(),
@@ -374,7 +374,7 @@ class MapControls(pn.viewable.Viewer):
             pn.pane.Markdown(pn.bind(self._filters_text, m.param.filters)),
             rule(),
             pn.pane.Markdown("**Selection mode** (for the next lasso or box)", margin=(0, 10)),
-            pn.widgets.RadioButtonGroup.from_param(self.selection.param.mode, name="Selection mode",
+            pn.widgets.RadioButtonGroup.from_param(self.selection.param.mode, label="Selection mode",
                                                    description=None),
             sizing_mode="stretch_width",
         )

@@ -132,14 +132,14 @@ class SourcePicker(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = session
         bundle = session.bundle
-        self.dataset = pn.widgets.TextInput(name="Dataset directory", value=str(bundle.dataset.path),
+        self.dataset = pn.widgets.TextInput(label="Dataset directory", value=str(bundle.dataset.path),
                                             sizing_mode="stretch_width")
-        self.model = pn.widgets.Select(name="Model", options=model_choices(bundle.model.path),
+        self.model = pn.widgets.Select(label="Model", options=model_choices(bundle.model.path),
                                        value=str(bundle.model.path), sizing_mode="stretch_width")
-        self.model_path = pn.widgets.TextInput(name="...or a checkpoint directory", placeholder="/path/to/checkpoint",
+        self.model_path = pn.widgets.TextInput(label="...or a checkpoint directory", placeholder="/path/to/checkpoint",
                                                sizing_mode="stretch_width")
-        self.button = pn.widgets.Button(name="Open", button_type="primary")
-        self.progress = pn.indicators.Progress(name="opening", value=-1, max=100, visible=False,
+        self.button = pn.widgets.Button(label="Open", color="primary")
+        self.progress = pn.indicators.Progress(value=-1, max=100, visible=False,
                                                sizing_mode="stretch_width", css_classes=["open-progress"])
         self.status = pn.pane.Markdown("", css_classes=["open-status"], sizing_mode="stretch_width")
         self.button.on_click(self._on_open)

@@ -126,17 +126,17 @@ class SelectionView(pn.viewable.Viewer):
         self.gallery_note = pn.pane.Markdown("", width=WIDTH)
         self.gallery = pn.pane.PNG(None, css_classes=["selection-gallery"], width=GALLERY_COLUMNS * 140,
                                    fixed_aspect=True)
-        self.gallery_pick = pn.widgets.Select(name="Show in the detail view", options={}, width=220)
+        self.gallery_pick = pn.widgets.Select(label="Show in the detail view", options={}, width=220)
         pn.bind(self._show, self.gallery_pick, watch=True)
-        self.name_input = pn.widgets.TextInput(name="Name", placeholder="e.g. high-kappa edge", width=240)
+        self.name_input = pn.widgets.TextInput(label="Name", placeholder="e.g. high-kappa edge", width=240)
         self.scope = pn.widgets.RadioButtonGroup(options=[PRIVATE, SHARED], value=PRIVATE, width=160)
-        self.save_button = pn.widgets.Button(name="Save selection", button_type="primary")
-        self.saved = pn.widgets.Select(name="Saved selections", options={}, width=240)
-        self.load_button = pn.widgets.Button(name="Load (combine by mode)")
-        self.clear_button = pn.widgets.Button(name="Clear selection")
+        self.save_button = pn.widgets.Button(label="Save selection", color="primary")
+        self.saved = pn.widgets.Select(label="Saved selections", options={}, width=240)
+        self.load_button = pn.widgets.Button(label="Load (combine by mode)")
+        self.clear_button = pn.widgets.Button(label="Clear selection")
         self.download = pn.widgets.FileDownload(callback=self._export, filename="selection.zip",
                                                 label="Download the selection (CSV + units + provenance, zip)",
-                                                button_type="success", css_classes=["export-button"], width=420)
+                                                color="success", css_classes=["export-button"], width=420)
         self.save_button.on_click(self._on_save)
         self.load_button.on_click(self._on_load)
         self.clear_button.on_click(lambda event: self.selection.clear())
@@ -267,14 +267,14 @@ class SelectionView(pn.viewable.Viewer):
         return pn.Column(
             SelectionCount(selection=self.selection), self.identity,
             pn.Row(self.download, self.clear_button),
-            pn.Row(pn.widgets.Select.from_param(self.param.histogram_column, name="Histogram of", width=220)),
+            pn.Row(pn.widgets.Select.from_param(self.param.histogram_column, label="Histogram of", width=220)),
             pn.pane.Bokeh(self.histogram),
             pn.pane.Markdown("**Named selections**: *mine* are listed only in this browser; *shared* ones "
                              "by everyone using this server.", width=WIDTH),
             pn.Row(self.name_input, self.scope, self.save_button), pn.Row(self.saved, self.load_button),
             rule(width=WIDTH),
-            pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, name="Gallery sorted by", width=200),
-                   pn.widgets.Checkbox.from_param(self.param.gallery_descending, name="descending")),
+            pn.Row(pn.widgets.Select.from_param(self.param.gallery_sort, label="Gallery sorted by", width=200),
+                   pn.widgets.Checkbox.from_param(self.param.gallery_descending, label="descending")),
             self.gallery_note, self.gallery, self.gallery_pick,
             rule(width=WIDTH),
             self.table,

@@ -26,7 +26,7 @@ class StatsView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.button = pn.widgets.Button(name="Compute figures", button_type="primary")
+        self.button = pn.widgets.Button(label="Compute figures", color="primary")
         self.button.on_click(self._compute)
         self.output = pn.Column(pn.pane.Markdown("Press **Compute figures** to draw the papers' figures "
                                                  "(a few seconds for the sample)."), width=1000)
@@ -76,5 +76,5 @@ class StatsView(pn.viewable.Viewer):
         return sections
 
     def __panel__(self):
-        return pn.Column(pn.Row(pn.widgets.RadioButtonGroup.from_param(self.param.scope, name="Compute on"),
+        return pn.Column(pn.Row(pn.widgets.RadioButtonGroup.from_param(self.param.scope, label="Compute on"),
                                 self.button), self.output, name="Statistics", width=1020)

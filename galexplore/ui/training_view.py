@@ -46,18 +46,18 @@ class TrainingView(pn.viewable.Viewer):
         super().__init__(**params)
         self.settings = training.TrainingSettings()
         self.run = training.TrainingRun(self.models_dir)
-        self.what = pn.widgets.Select(name="Train", options=list(training.TRAINABLE), value=self.settings.what)
-        self.target = pn.widgets.Select(name="Target column (regressor or MLP head)", options=[])
-        self.head_labels = pn.widgets.Select(name="MLP head learns", options=list(training.HEAD_LABELS))
-        self.threshold = pn.widgets.FloatInput(name="MLP head: class 1 above", value=self.settings.threshold)
+        self.what = pn.widgets.Select(label="Train", options=list(training.TRAINABLE), value=self.settings.what)
+        self.target = pn.widgets.Select(label="Target column (regressor or MLP head)", options=[])
+        self.head_labels = pn.widgets.Select(label="MLP head learns", options=list(training.HEAD_LABELS))
+        self.threshold = pn.widgets.FloatInput(label="MLP head: class 1 above", value=self.settings.threshold)
         self.numbers = {name: self._number(name, label) for name, label in (
             ("epochs", "Epochs"), ("images_per_epoch", "Images per epoch"), ("batch_size", "Batch size"),
             ("learning_rate", "Learning rate"), ("seed", "Seed"))}
         self.subset = pn.widgets.RadioButtonGroup(options=list(training.SUBSETS))
-        self.device = pn.widgets.Select(name="Device", options=["auto", "cpu", "cuda"])
-        self.start_button = pn.widgets.Button(name="Start training", button_type="primary")
-        self.cancel_button = pn.widgets.Button(name="Cancel training", button_type="danger", disabled=True)
-        self.back_button = pn.widgets.Button(name="Back to the previous model")
+        self.device = pn.widgets.Select(label="Device", options=["auto", "cpu", "cuda"])
+        self.start_button = pn.widgets.Button(label="Start training", color="primary")
+        self.cancel_button = pn.widgets.Button(label="Cancel training", color="danger", disabled=True)
+        self.back_button = pn.widgets.Button(label="Back to the previous model")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width",
                                                css_classes=["training-progress"], bar_color="primary")
         self.status = pn.pane.Markdown(literal(self.run.status_text()), css_classes=["training-status"], width=520)
@@ -74,7 +74,7 @@ class TrainingView(pn.viewable.Viewer):
         low, high = training.LIMITS[name]
         kind = pn.widgets.IntInput if isinstance(low, int) else pn.widgets.FloatInput
         limits = f"{low:,} to {high:,}" if isinstance(low, int) else f"{low:g} to {high:g}"
-        widget = kind(name=f"{label} ({limits})", value=getattr(self.settings, name),
+        widget = kind(label=f"{label} ({limits})", value=getattr(self.settings, name),
                       css_classes=[f"training-{name.replace('_', '-')}"])
 
         def accept(value) -> None:

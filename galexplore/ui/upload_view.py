@@ -28,11 +28,11 @@ class UploadView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self.file_input = pn.widgets.FileInput(accept=".fits,.fit,.fts,.gz", multiple=True,
-                                               css_classes=["fits-upload"], name="FITS velocity maps")
-        self.directory = pn.widgets.TextInput(name="...or a directory of FITS files (under an allowed directory)",
+                                               css_classes=["fits-upload"], label="FITS velocity maps")
+        self.directory = pn.widgets.TextInput(label="...or a directory of FITS files (under an allowed directory)",
                                               placeholder="/path/to/fits", width=420)
-        self.directory_button = pn.widgets.Button(name="Encode directory", button_type="primary")
-        self.clear_button = pn.widgets.Button(name="Remove the imported galaxies")
+        self.directory_button = pn.widgets.Button(label="Encode directory", color="primary")
+        self.clear_button = pn.widgets.Button(label="Remove the imported galaxies")
         self.table = pn.widgets.Tabulator(disabled=True, show_index=False, width=900, height=300,
                                           css_classes=["marker-table"], layout="fit_data_table")
         pn.bind(self._on_upload, self.file_input.param.value, watch=True)
