@@ -136,8 +136,8 @@ class Bundle:
 
     dataset: object | None
     model: ModelHandle | None
-    table: pd.DataFrame
-    column_units: dict[str, str]
+    table: pd.DataFrame = field(repr=False)
+    column_units: dict[str, str] = field(repr=False)
     projector: object | None = None
     _indices: _Indices = field(default_factory=_Indices, repr=False)
 

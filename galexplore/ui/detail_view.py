@@ -82,7 +82,11 @@ class DetailView(pn.viewable.Viewer):
         return self._detail
 
     # ---------------------------------------------------------------- updates
-    @param.depends("map.clicked", "map.source.bundle", watch=True)
+    @param.depends("map.source.bundle", watch=True)
+    async def _follow_bundle_detail(self) -> None:
+        await self._follow_click()
+
+    @param.depends("map.clicked", watch=True)
     async def _follow_click(self) -> None:
         key = self._current()
         if key is None:

@@ -52,6 +52,17 @@ def on_event(figure, event, callback: Callable, messages: Messages) -> None:
     figure.on_event(event, guarded)
 
 
+def on_document(model, change: Callable[[], None]) -> None:
+    """Make ``change`` (edits of Bokeh models) under the lock of ``model``'s document: on the
+    next tick of its session (the pattern Bokeh prescribes for async callbacks and other
+    threads), or at once when the model is not in a served document."""
+    document = model.document
+    if document is None or document.session_context is None:
+        change()
+    else:
+        document.add_next_tick_callback(change)
+
+
 @contextlib.contextmanager
 def busy(*components):
     """Show a loading spinner over ``components`` while the block runs."""

@@ -27,7 +27,7 @@ from galexplore.explorer.colours import (FITTED_BOUNDARY_COLOUR, MARKER_COLOUR, 
                                          SELECTION_COLOUR)
 from galexplore.explorer.placement import visible_labels
 from galexplore.explorer.raster import rasterize
-from galexplore.ui.feedback import on_event, rule
+from galexplore.ui.feedback import on_document, on_event, rule
 from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState
 
 #: Galaxies in view below which hover tooltips are sent (each costs ~100 bytes per render).
@@ -124,9 +124,14 @@ class LatentMap(pn.viewable.Viewer):
         self._shown = None
         self._follow_source()
 
-    @param.depends("map.source.bundle", "map.projection", watch=True)
+    # (param does not mix dependencies of different depth in one decorator: one method each)
+    @param.depends("map.source.bundle", watch=True)
     def _follow_source(self) -> None:
-        pn.state.execute(self._show_source, schedule=True)  # Bokeh models change under the document lock
+        on_document(self.figure, self._show_source)
+
+    @param.depends("map.projection", watch=True)
+    def _follow_projection(self) -> None:
+        on_document(self.figure, self._show_source)
 
     def _show_source(self) -> None:
         """Show the whole projection: new axes, labels, Reset target, tooltips and layers. A
@@ -151,19 +156,19 @@ class LatentMap(pn.viewable.Viewer):
 
     @param.depends("map.color_by", "map.colormap", "map.color_range", "map.filters", watch=True)
     def _follow_colouring(self) -> None:
-        pn.state.execute(lambda: self._render(self._ranges()), schedule=True)
+        on_document(self.figure, lambda: self._render(self._ranges()))
 
     @param.depends("selection.current", watch=True)
     def _follow_selection(self) -> None:
-        pn.state.execute(lambda: self._draw_selection(self._ranges()), schedule=True)
+        on_document(self.figure, lambda: self._draw_selection(self._ranges()))
 
     @param.depends("map.markers", watch=True)
     def _follow_markers(self) -> None:
-        pn.state.execute(lambda: self._draw_markers(self._ranges()), schedule=True)
+        on_document(self.figure, lambda: self._draw_markers(self._ranges()))
 
     @param.depends("boundary.fit", watch=True)
     def _follow_fit(self) -> None:
-        pn.state.execute(self._draw_boundaries, schedule=True)
+        on_document(self.figure, self._draw_boundaries)
 
     def _ranges(self) -> tuple[float, float, float, float]:
         xr, yr = self.figure.x_range, self.figure.y_range
@@ -270,7 +275,7 @@ class LatentMap(pn.viewable.Viewer):
             if ranges != self._rendered_ranges:
                 self._render(ranges)
 
-        pn.state.curdoc.add_next_tick_callback(render)
+        on_document(self.figure, render)
 
     def _on_geometry(self, event: SelectionGeometry) -> None:
         geometry = event.geometry
@@ -321,7 +326,11 @@ class MapControls(pn.viewable.Viewer):
         pn.bind(self._follow_range, self.range_auto, self.range_slider.param.value_throttled, watch=True)
         self._follow_bundle()
 
-    @param.depends("map.source.bundle", "map.color_by", watch=True)
+    @param.depends("map.color_by", watch=True)
+    def _follow_colour(self) -> None:
+        self._follow_bundle()
+
+    @param.depends("map.source.bundle", watch=True)
     def _follow_bundle(self) -> None:
         m = self.map
         columns = m.bundle.numeric_columns

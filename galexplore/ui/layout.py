@@ -65,7 +65,8 @@ class Session:
     def open(cls, bundle: Bundle, allowed_dirs: list[Path]) -> Session:
         source = Source(bundle=bundle)
         map_state = MapState(source=source)
-        return cls(Messages(), source, map_state, SelectionState(map=map_state), FittedBoundary(), allowed_dirs)
+        return cls(Messages(), source, map_state, SelectionState(map=map_state), FittedBoundary(source=source),
+                   allowed_dirs)
 
     @property
     def bundle(self) -> Bundle:
@@ -81,7 +82,11 @@ class Markers(param.Parameterized):
     messages = param.ClassSelector(class_=Messages)
     uploaded = param.List(default=[], doc="(name, 2-D velocity map) pairs")
 
-    @param.depends("map.source.bundle", "uploaded", watch=True)
+    @param.depends("map.source.bundle", watch=True)
+    async def _follow_bundle(self) -> None:
+        await self.place()
+
+    @param.depends("uploaded", watch=True)
     async def place(self) -> None:
         source, bundle = self.map.source, self.map.bundle
         if not self.uploaded:

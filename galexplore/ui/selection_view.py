@@ -19,7 +19,7 @@ from galexplore.explorer import detail as details
 from galexplore.explorer.colours import SELECTION_COLOUR
 from galexplore.explorer.exports import selection_zip
 from galexplore.explorer.selections import PRIVATE, SHARED, SelectionStore
-from galexplore.ui.feedback import rule, busy
+from galexplore.ui.feedback import busy, on_document, rule
 from galexplore.ui.state import MapState, Messages, SelectionState
 from galexplore.ui.text import literal
 
@@ -196,7 +196,7 @@ class SelectionView(pn.viewable.Viewer):
                 source.data = data[name]
             self.histogram.xaxis.axis_label = bundle.label(column)
 
-        pn.state.execute(draw, schedule=True)  # Bokeh models change under the document lock
+        on_document(self.histogram, draw)
 
     @param.depends("gallery_sort", "gallery_descending", watch=True)
     async def _draw_gallery(self) -> None:

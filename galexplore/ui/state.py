@@ -206,8 +206,10 @@ class SelectionState(param.Parameterized):
 
 
 class FittedBoundary(param.Parameterized):
-    """The boundary fitted in this session and the galaxies marked as class A or B."""
+    """The boundary fitted in this session and the galaxies marked as class A or B. A fit
+    belongs to the model it was made on: another model clears it (marks, by id, stay)."""
 
+    source = param.ClassSelector(class_=Source)
     fit = param.Parameter(default=None, doc="the session's BoundaryFit, or None")
     marks_changed = param.Event(doc="the marks changed")
 
@@ -216,3 +218,10 @@ class FittedBoundary(param.Parameterized):
 
         super().__init__(**params)
         self.marks = Marks()
+        self._fitted_on = self.source.bundle._indices
+
+    @param.depends("source.bundle", watch=True)
+    def _follow_bundle(self) -> None:
+        if self.source.bundle._indices is not self._fitted_on:
+            self._fitted_on = self.source.bundle._indices
+            self.fit = None

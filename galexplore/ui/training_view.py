@@ -24,6 +24,7 @@ from galexplore.explorer import training
 from galexplore.explorer.bundles import BUNDLES
 from galexplore.training.jobs import CANCELLED, FAILED, RUNNING
 from galexplore.ui import figures
+from galexplore.ui.feedback import on_document
 from galexplore.ui.state import FittedBoundary, Messages, SelectionState, Source
 from galexplore.ui.text import literal
 
@@ -111,7 +112,7 @@ class TrainingView(pn.viewable.Viewer):
         config = training.make_config(self._current_settings(), bundle, self.selection.rows, self.boundary.marks)
         self.run.start(config, bundle)
         empty = {"epoch": [], "train": [], "val": []}
-        pn.state.execute(lambda: setattr(self.curve_source, "data", empty), schedule=True)
+        on_document(self.curve, lambda: setattr(self.curve_source, "data", empty))
         if self._callback is None or not self._callback.running:
             self._callback = pn.state.add_periodic_callback(self._tick, period=POLL_PERIOD_MS)
         self._tick()
@@ -162,7 +163,7 @@ class TrainingView(pn.viewable.Viewer):
             events = list(job.events)
             data = {"epoch": [e["epoch"] for e in events], "train": [e["train_loss"] for e in events],
                     "val": [e["val_loss"] for e in events]}
-            pn.state.execute(lambda: setattr(self.curve_source, "data", data), schedule=True)  # under the document lock
+            on_document(self.curve, lambda: setattr(self.curve_source, "data", data))
         if job is not None and job.status in (FAILED, CANCELLED) and self._reported is not job:
             self._reported = job
             if job.status == FAILED:
