@@ -175,7 +175,7 @@ class SourcePicker(pn.viewable.Viewer):
             self.status.object = "reading the embedding..."
             bundle = await asyncio.to_thread(BUNDLES.get, dataset, model)
             session.source.switch(bundle)
-            session.messages.notify(f"opened {literal(Path(dataset).name)} with model {literal(bundle.name)}",
+            session.messages.notify(f"opened {Path(dataset).name} with model {bundle.name}",
                                     "success")
             if self.model.value != str(bundle.model.path):
                 self.model.param.update(options=model_choices(bundle.model.path), value=str(bundle.model.path))

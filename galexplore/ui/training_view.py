@@ -107,7 +107,7 @@ class TrainingView(pn.viewable.Viewer):
                                    subset=self.subset.value, device=self.device.value)
 
     # ---------------------------------------------------------------- gestures
-    def _on_start(self, event) -> None:
+    async def _on_start(self, event) -> None:
         bundle = self.source.bundle
         config = training.make_config(self._current_settings(), bundle, self.selection.rows, self.boundary.marks)
         self.run.start(config, bundle)
@@ -115,12 +115,12 @@ class TrainingView(pn.viewable.Viewer):
         on_document(self.curve, lambda: setattr(self.curve_source, "data", empty))
         if self._callback is None or not self._callback.running:
             self._callback = pn.state.add_periodic_callback(self._tick, period=POLL_PERIOD_MS)
-        self._tick()
+        await self._tick()
 
     async def _on_cancel(self, event) -> None:
         self.cancel_button.disabled = True
         await asyncio.to_thread(self.run.cancel)
-        self._tick()
+        await self._tick()
 
     async def _tick(self) -> None:
         """Follow the job; apply what it gives when it has finished."""
