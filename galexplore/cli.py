@@ -123,6 +123,9 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
     print("galexplore: [ 0.0 s] starting the explorer: importing Panel", file=sys.stderr, flush=True)
     from galexplore.ui.layout import serve
 
@@ -131,7 +134,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "machine, without authentication; anyone there can open your allowed directories and run "
               "training jobs. Use it only on a trusted network.", file=sys.stderr)
     serve(dataset=args.dataset, model=args.model, port=args.port, show=not args.no_browser,
-          allowed_dirs=args.allow, allow_remote=args.allow_remote)
+          allowed_dirs=args.allow, allow_remote=args.allow_remote, started=started)
     return 0
 
 

@@ -275,8 +275,15 @@ class ExplorerPage(pn.viewable.Viewer):
         pn.bind(self._on_tab, self.tabs.param.active, watch=True)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._on_destroyed)
+            pn.state.onload(self._preload_model)
             if self.markers.uploaded:
                 pn.state.onload(self.markers.place)
+
+    async def _preload_model(self) -> None:
+        """Load the model's weights once the page is shown, so that the first click finds them."""
+        model = self.session.bundle.model
+        if model is not None and not model.is_loaded:
+            await asyncio.to_thread(model.loaded)
 
     def _build_tab(self, name: str):
         s = self.session
@@ -362,23 +369,25 @@ def warm_up() -> None:
     raster.warm_up()
 
 
-#: When this module was imported: the start-up messages count from here.
-_IMPORTED = time.monotonic()
+def progress_printer(started: float):
+    """A function printing one line of start-up progress on standard error, with the seconds
+    since ``started`` (a `time.monotonic` reading)."""
+    def say(text: str) -> None:
+        print(f"galexplore: [{time.monotonic() - started:4.1f} s] {text}", file=sys.stderr, flush=True)
 
-
-def say(text: str) -> None:
-    """One line of start-up progress on standard error, with the seconds since the import."""
-    print(f"galexplore: [{time.monotonic() - _IMPORTED:4.1f} s] {text}", file=sys.stderr, flush=True)
+    return say
 
 
 def serve(dataset=None, model=None, port: int = 5006, show: bool = True, threaded: bool = False,
-          allow_remote: bool = False, **build_kwargs):
+          allow_remote: bool = False, started: float | None = None, **build_kwargs):
     """Serve the explorer on localhost:``port``; each browser session gets its own state.
 
     With ``allow_remote`` the server listens on every interface and takes clients from any
     host and page origin: there is no authentication, so only on a trusted network.
+    ``started``: when the command began (`time.monotonic`), for the progress lines it prints.
     Returns the server when ``threaded`` (it runs in a thread).
     """
+    say = progress_printer(time.monotonic() if started is None else started)
     say("loading the sample universe and its model card" if dataset is None else f"loading {dataset}")
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
