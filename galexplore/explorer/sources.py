@@ -9,7 +9,11 @@ busy cores and 4.7 s on one).
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
+import sys
+import threading
 from pathlib import Path
 
 from galexplore.errors import ModelError
@@ -90,3 +94,33 @@ def model_choices(current: str | Path) -> dict[str, str]:
             label += " "
         choices[label] = str(directory)
     return choices
+
+
+#: Seconds after a session ends before the memory it used is handed back (the server drops
+#: a closed session's objects after its unused-session lifetime, 15 s by default).
+RELEASE_DELAY_S = 30.0
+_release_timer: threading.Timer | None = None
+_release_lock = threading.Lock()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the freed heap back to the operating system (glibc's
+    ``malloc_trim``; elsewhere only the collection), so that the server's resident memory
+    falls back once sessions have closed."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the memory is reused, not returned
+            pass
+
+
+def release_memory_later(delay_s: float = RELEASE_DELAY_S) -> None:
+    """`release_memory` once, ``delay_s`` after the last call (sessions ending together cost one)."""
+    global _release_timer
+    with _release_lock:
+        if _release_timer is not None:
+            _release_timer.cancel()
+        _release_timer = threading.Timer(delay_s, release_memory)
+        _release_timer.daemon = True
+        _release_timer.start()

@@ -196,7 +196,7 @@ class LatentMap(pn.viewable.Viewer):
         self._draw_selection(ranges)
         self._draw_markers(ranges)
         self._draw_boundaries()
-        self._draw_hover(ranges)
+        self._draw_hover(ranges, raster.n_points)
 
     def _draw_selection(self, ranges, spread_px: int | None = None) -> None:
         """The selection's layer, spread like the galaxies' layer (``spread_px``: as last rendered)."""
@@ -246,8 +246,12 @@ class LatentMap(pn.viewable.Viewer):
         self.legend_items["fitted"].visible = bool(fitted)
         self.legend.visible = bool(model or fitted)
 
-    def _draw_hover(self, ranges) -> None:
+    def _draw_hover(self, ranges, in_view: int) -> None:
+        """Invisible points with tooltips, when at most `HOVER_LIMIT` (``in_view``) are in view."""
         m = self.map
+        if in_view > HOVER_LIMIT:
+            self.hover_source.data = {"x": [], "y": []}
+            return
         x, y = m.bundle.xy(m.projection)
         x0, x1, y0, y1 = ranges
         keep = np.isfinite(x) & np.isfinite(y) & (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
@@ -255,8 +259,6 @@ class LatentMap(pn.viewable.Viewer):
         if visible is not None:
             keep &= visible
         rows = np.flatnonzero(keep)
-        if rows.size > HOVER_LIMIT:
-            rows = rows[:0]
         columns = [c for c in HOVER_COLUMNS if c in m.bundle.table.columns]
         data = {"x": x[rows], "y": y[rows]}
         data.update({c: m.bundle.table[c].to_numpy()[rows] for c in columns})

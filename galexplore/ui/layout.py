@@ -29,7 +29,7 @@ from galexplore.errors import GalexploreError
 from galexplore.explorer import upload as uploads
 from galexplore.explorer.access import allowed_directories, client_refusal, confine, remote_allowed
 from galexplore.explorer.bundles import BUNDLES, Bundle
-from galexplore.explorer.sources import default_model, limit_server_threads, model_choices
+from galexplore.explorer.sources import default_model, limit_server_threads, model_choices, release_memory_later
 from galexplore.paths import SAMPLE_DATASET, data_dir, sample_model_dirs, user_models_dir
 from galexplore.ui import feedback
 from galexplore.ui.detail_view import DetailView
@@ -314,12 +314,14 @@ class ExplorerPage(pn.viewable.Viewer):
                 view.shown = name == shown
 
     def _on_destroyed(self, session_context) -> None:
-        """End of the session: stop its job and its polling, drop its states."""
+        """End of the session: stop its job and its polling, drop its states, and hand the
+        memory back once the server has dropped the session."""
         for view in self._views.values():
             close = getattr(view, "close", None)
             if close is not None:
                 close()
         self._views.clear()
+        release_memory_later()
 
     def __panel__(self):
         s = self.session
