@@ -176,7 +176,7 @@ def test_lasso_click_detail_and_selection_fit_the_window_and_export_one_zip(brow
     page.mouse.click(box["x"] + 0.42 * box["width"], box["y"] + 0.5 * box["height"])
     page.get_by_text(re.compile(r"Galaxy id \d+")).first.wait_for(timeout=TIMEOUT_MS)
     page.locator(".detail-traversal img").first.wait_for(timeout=TIMEOUT_MS)
-    for selector in (".detail-view", ".detail-images", ".detail-facts-box", ".detail-neighbours", ".detail-traversal"):
+    for selector in (".detail-view", ".detail-images", ".detail-facts", ".detail-neighbours", ".detail-traversal"):
         part = page.locator(selector).first.bounding_box()
         assert part["x"] + part["width"] <= VIEWPORT_WIDTH, (selector, part)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= VIEWPORT_WIDTH

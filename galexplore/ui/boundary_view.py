@@ -67,8 +67,10 @@ class BoundaryView(pn.viewable.Viewer):
         self.save_name = pn.widgets.TextInput(label="Save into a copy of the model named", placeholder="my-boundary")
         self.save_button = pn.widgets.Button(label="Save boundary with model card")
         self.save_button.on_click(self._on_save)
-        self.results = pn.Column(pn.pane.Markdown(metrics_markdown(None), css_classes=["boundary-metrics"],
-                                                  width=520))
+        # panes made once and updated (replacing panes in a served page loses their style sheets)
+        self.metrics = pn.pane.Markdown(metrics_markdown(None), css_classes=["boundary-metrics"], width=520)
+        self.rates = pn.pane.Bokeh(None, visible=False)
+        self.results = pn.Column(self.metrics, self.rates)
         self._follow_bundle()
 
     @property
@@ -125,9 +127,9 @@ class BoundaryView(pn.viewable.Viewer):
         columns, drop = bounds.prediction_columns(fit)
         self.boundary.fit = fit
         source.bundle = source.bundle.with_columns(columns, drop=drop)
-        self.results.objects = [pn.pane.Markdown(metrics_markdown(fit), css_classes=["boundary-metrics"], width=520),
-                                *([pn.pane.Bokeh(figures.boundary_rates_figure(fit.curves, fit.position))]
-                                  if fit.curves is not None else [])]
+        self.metrics.object = metrics_markdown(fit)
+        self.rates.param.update(object=figures.boundary_rates_figure(fit.curves, fit.position)
+                                if fit.curves is not None else None, visible=fit.curves is not None)
         self.messages.notify(f"boundary fitted in {fit.fit_seconds:.1f} s: mean recall {fit.mean_recall:.3f}",
                              "success")
 

@@ -46,7 +46,8 @@ class DetailView(pn.viewable.Viewer):
         self.arrows = pn.pane.Markdown("", width=WIDTH, css_classes=["pa-legend"])
         self.saliency = pn.pane.PNG(None, css_classes=["detail-saliency"], width=200)
         self.saliency_caption = pn.pane.Markdown("", width=WIDTH - 210)
-        self.facts = pn.pane.Markdown("", width=WIDTH - 30, css_classes=["detail-facts"])
+        self.facts = pn.pane.Markdown("", width=WIDTH - 10, height=230, styles={"overflow-y": "auto"},
+                                      css_classes=["detail-facts"])  # a long table scrolls in its box
         self.neighbours = pn.pane.PNG(None, css_classes=["detail-neighbours"], width=WIDTH, fixed_aspect=True)
         self.neighbour_ids = pn.widgets.Select(label="Show a neighbour", options={}, width=200,
                                                css_classes=["neighbour-select"])
@@ -205,7 +206,7 @@ class DetailView(pn.viewable.Viewer):
                    width=WIDTH),
             pn.Row(self.saliency, self.saliency_caption, width=WIDTH),
             pn.pane.Markdown("**Properties and predictions**", width=WIDTH),
-            pn.Column(self.facts, height=230, scroll=True, width=WIDTH, css_classes=["detail-facts-box"]),
+            self.facts,
             pn.pane.Markdown("**Nearest neighbours in latent space**", width=WIDTH),
             self.neighbours, self.neighbour_ids,
             pn.pane.Markdown("**Latent traversal**", width=WIDTH),

@@ -40,6 +40,8 @@ from galexplore.ui.text import literal
 
 TITLE = "galexplore: what encoders learn about galaxies"
 SIDEBAR_WIDTH = 290
+#: Tabs built the first time they are shown, in their order after "Explore".
+LAZY_TABS = ("Selection", "Statistics", "Your data", "Boundaries", "Training")
 #: Milliseconds between two looks at a background embedding job.
 POLL_PERIOD_MS = 500
 LOG = logging.getLogger("galexplore.ui")
@@ -209,15 +211,11 @@ class SourcePicker(pn.viewable.Viewer):
 
 
 def message_pane(messages: Messages) -> pn.viewable.Viewable:
-    """An alert under the title showing the session's last error or notice, as text."""
-
-    def alert(text: str, level: str):
-        if not text:
-            return pn.Spacer(height=0)
-        return pn.pane.Alert(literal(text), alert_type=level, css_classes=["galexplore-message"],
-                             sizing_mode="stretch_width")
-
-    return pn.panel(pn.bind(alert, messages.param.text, messages.param.level))
+    """An alert under the title showing the session's last error or notice, as text (one pane,
+    updated: a pane replaced in a served page can lose its style sheets)."""
+    return pn.pane.Alert(pn.bind(literal, messages.param.text), alert_type=messages.param.level,
+                         visible=pn.bind(bool, messages.param.text), css_classes=["galexplore-message"],
+                         sizing_mode="stretch_width")
 
 
 def session_refusal(allow_remote: bool | None = None) -> str | None:
@@ -235,12 +233,6 @@ def session_refusal(allow_remote: bool | None = None) -> str | None:
 def refusal_page(message: str) -> pn.viewable.Viewable:
     """The page a refused client sees."""
     return pn.pane.Alert(literal(f"galexplore: {message}"), alert_type="danger")
-
-
-def on_first_view(build) -> pn.viewable.Viewable:
-    """A placeholder that calls ``build()`` (no arguments, returns anything Panel shows) the
-    first time it is rendered, e.g. when its tab of a ``pn.Tabs(dynamic=True)`` is opened."""
-    return pn.param.ParamFunction(build, lazy=True, loading_indicator=True)
 
 
 class ExplorerPage(pn.viewable.Viewer):
@@ -267,11 +259,12 @@ class ExplorerPage(pn.viewable.Viewer):
                                 messages=session.messages)
         self.detail = DetailView(map=session.map, messages=session.messages)
         self._views: dict[str, object] = {}
+        # every tab stays in the page once built (a tab taken out of the page and put back would
+        # lose its models); the others are empty until first shown
+        self._placeholders = {name: pn.Column() for name in LAZY_TABS}
         self.tabs = pn.Tabs(
             ("Explore", pn.Row(pn.Column(self.latent, SelectionCount(selection=session.selection)), self.detail)),
-            *[(name, on_first_view(lambda name=name: self._build_tab(name)))
-              for name in ("Selection", "Statistics", "Your data", "Boundaries", "Training")],
-            dynamic=True, css_classes=["explorer-tabs"])
+            *self._placeholders.items(), dynamic=False, css_classes=["explorer-tabs"])
         pn.bind(self._on_tab, self.tabs.param.active, watch=True)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._on_destroyed)
@@ -308,7 +301,9 @@ class ExplorerPage(pn.viewable.Viewer):
         return view
 
     def _on_tab(self, active: int) -> None:
-        shown = self.tabs._names[active] if active < len(self.tabs._names) else None
+        shown = (["Explore", *LAZY_TABS])[active]
+        if shown in self._placeholders and shown not in self._views:
+            self._placeholders[shown].objects = [self._build_tab(shown)]
         for name, view in self._views.items():
             if hasattr(view, "shown"):
                 view.shown = name == shown
