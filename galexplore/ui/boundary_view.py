@@ -26,7 +26,7 @@ def metrics_markdown(fit: bounds.BoundaryFit | None) -> str:
     if fit is None:
         return "No boundary fitted in this session yet."
     cm = fit.confusion
-    lines = [f"**{literal(fit.method)}** on {literal(', '.join(fit.features))}; labels: {literal(fit.labels)}",
+    lines = [f"**{literal(fit.method)}** on {literal(', '.join(fit.features))}; labels: {literal(fit.labels)}", "",
              f"Class 0: {fit.n_per_class[0]:,} maps, class 1: {fit.n_per_class[1]:,}", ""]
     if fit.position is not None:
         lines += [f"**TP = TN crossing:** r = {fit.position:.4g} ± {fit.uncertainty:.2g} (bootstrap)", ""]
