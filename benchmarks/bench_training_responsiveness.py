@@ -40,7 +40,6 @@ TARGET_RATIO = 1.5
 
 def make_model(root: Path) -> Path:
     """An untrained Dawson CAE checkpoint (fixed seed); its cost per map is what matters here."""
-    import torch
 
     from galexplore.models.checkpoint import ModelCard, save_checkpoint
     from galexplore.models.registry import build_model

@@ -149,8 +149,8 @@ def test_colourbar_names_the_column_and_its_unit(browser, server, log):
     page = open_page(browser, server["url"], log)
     bundle = server["pages"][-1].session.bundle
     assert _map(page)["title"] == "kappa"  # no unit
-    for column, title in (("pa", "pa [deg]"), ("vflat_kms", "vflat_kms [km/s]"), ("latent_0", "latent_0 [latent units]"),
-                          ("density (maps per pixel)", "maps per pixel")):
+    for column, title in (("pa", "pa [deg]"), ("vflat_kms", "vflat_kms [km/s]"),
+                          ("latent_0", "latent_0 [latent units]"), ("density (maps per pixel)", "maps per pixel")):
         _choose(page, "Colour by", column)
         wait_for(lambda: _map(page)["title"] == title, f"the colourbar title {title!r}", page=page)
     assert bundle.label("log_mstar") == "log_mstar [dex(Msun)]"

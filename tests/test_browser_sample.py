@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from galexplore.paths import SAMPLE_DATASET, sample_model_dirs
+from galexplore.paths import sample_model_dirs
 from ui_fixtures import ARTIFACTS, TIMEOUT_MS, BrowserLog, open_page, serve_in_thread, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not sample_model_dirs(), reason="no sample models")]

@@ -103,7 +103,8 @@ def test_the_model_boundary_is_drawn_where_it_lives():
     np.testing.assert_array_equal(vertical[0], [[2.0, 0.0], [2.0, 3.0]])
     circle = bounds.boundary_line("PCA 0 vs 1", 2.0, (0.0, 3.0))[0]
     np.testing.assert_allclose(np.hypot(circle[:, 0], circle[:, 1]), 2.0)
-    assert bounds.boundary_line("UMAP", 2.0, (0.0, 1.0)) == [] and bounds.boundary_line("PCA 0 vs 1", None, (0, 1)) == []
+    assert bounds.boundary_line("UMAP", 2.0, (0.0, 1.0)) == []
+    assert bounds.boundary_line("PCA 0 vs 1", None, (0, 1)) == []
 
 
 def test_fit_rejects_unknown_method_and_one_class():

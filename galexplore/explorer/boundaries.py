@@ -24,7 +24,7 @@ import pandas as pd
 from galexplore.analysis.boundaries import CLASSIFIER_KINDS, ClassifierBoundary, VerticalBoundary
 from galexplore.analysis.stats import confusion_matrix, mean_recall
 from galexplore.errors import ColumnError, ParameterError
-from galexplore.explorer.bundles import Bundle, latent_columns
+from galexplore.explorer.bundles import Bundle
 
 VERTICAL = "vertical"
 METHODS = {"Dawson vertical boundary (folded r)": VERTICAL, "logistic regression": "logistic",

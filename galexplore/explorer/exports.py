@@ -68,7 +68,8 @@ def rows_from_ids_file(bundle: Bundle, path: str | os.PathLike) -> np.ndarray:
     try:
         ids = np.array([int(str(v).split(",")[0]) for v in values], dtype=np.int64)
     except ValueError:
-        raise ParameterError(f"{path.name!r} must hold one integer id per line (or a CSV with an 'id' column)") from None
+        raise ParameterError(f"{path.name!r} must hold one integer id per line "
+                             "(or a CSV with an 'id' column)") from None
     table_ids = bundle.table["id"].to_numpy()
     missing = np.setdiff1d(ids, table_ids)
     if missing.size:

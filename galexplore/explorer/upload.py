@@ -138,7 +138,8 @@ def real_alma_fits_dir() -> Path | None:
     download of the published repository, else ``../shared/real/dawson2020/fits``."""
     from galexplore.models.zoo import download_dir
 
-    for candidate in (download_dir("dawson2020") / "fits", REPO_ROOT.parent / "shared" / "real" / "dawson2020" / "fits"):
+    shared = REPO_ROOT.parent / "shared" / "real" / "dawson2020" / "fits"
+    for candidate in (download_dir("dawson2020") / "fits", shared):
         if candidate.is_dir() and any(candidate.glob("*.fits")):
             return candidate
     return None

@@ -93,7 +93,8 @@ def heatmap(stats: pd.DataFrame, value: str, title: str, palette, low: float, hi
     fig.yaxis.major_label_text_font_size = "8pt"
     fig.xaxis.major_label_text_font_size = "9pt"
     fig.add_layout(ColorBar(color_mapper=mapper, title=label, width=10, title_text_font_size="8pt"), "right")
-    fig.add_tools(HoverTool(tooltips=[("latent", "@latent"), ("property", "@property"), ("Spearman rho", "@spearman_rho{0.000}"),
+    fig.add_tools(HoverTool(tooltips=[("latent", "@latent"), ("property", "@property"),
+                                      ("Spearman rho", "@spearman_rho{0.000}"),
                                       ("MI / MI shuffled", "@mi_normalised{0.00}"), ("maps", "@n")]))
     return fig
 

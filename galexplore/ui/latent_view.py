@@ -90,8 +90,8 @@ class LatentMap(pn.viewable.Viewer):
                                 line_width=2.5)
         self.legend_items = {"model": LegendItem(label="kappa boundary of the model card", renderers=[model_line]),
                              "fitted": LegendItem(label="boundary fitted in this session", renderers=[fitted])}
-        self.legend = Legend(items=list(self.legend_items.values()), orientation="horizontal", label_text_font_size="8pt", padding=2, spacing=12,
-                             margin=2, border_line_alpha=0.0)
+        self.legend = Legend(items=list(self.legend_items.values()), orientation="horizontal",
+                             label_text_font_size="8pt", padding=2, spacing=12, margin=2, border_line_alpha=0.0)
         fig.add_layout(self.legend, "below")
         self.marker_source = ColumnDataSource({"x": [], "y": [], "name": [], "neighbours": []})
         stars = fig.scatter("x", "y", source=self.marker_source, marker="star", size=15, fill_color=MARKER_COLOUR,

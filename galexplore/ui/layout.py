@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from galexplore.explorer import upload as uploads
 from galexplore.explorer.access import allowed_directories, client_refusal, confine, remote_allowed
 from galexplore.explorer.bundles import BUNDLES, Bundle
 from galexplore.explorer.sources import default_model, limit_server_threads, model_choices, release_memory_later
-from galexplore.paths import SAMPLE_DATASET, data_dir, sample_model_dirs, user_models_dir
+from galexplore.paths import SAMPLE_DATASET, data_dir, user_models_dir
 from galexplore.ui import feedback
 from galexplore.ui.detail_view import DetailView
 from galexplore.ui.latent_view import LatentMap, MapControls

@@ -20,7 +20,7 @@ from galexplore.explorer.colours import SELECTION_COLOUR
 from galexplore.explorer.exports import selection_zip
 from galexplore.explorer.selections import PRIVATE, SHARED, SelectionStore
 from galexplore.ui.feedback import busy, on_document, rule
-from galexplore.ui.state import MapState, Messages, SelectionState
+from galexplore.ui.state import Messages, SelectionState
 from galexplore.ui.text import literal
 
 GALLERY_SIZE = 24

@@ -14,7 +14,6 @@ from galexplore.explorer import upload as uploads
 from galexplore.explorer.access import confine
 from galexplore.ui.feedback import busy
 from galexplore.ui.state import MapState, Messages
-from galexplore.ui.text import literal
 
 
 class UploadView(pn.viewable.Viewer):
