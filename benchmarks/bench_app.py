@@ -1,415 +1,349 @@
-"""The explorer's speed and memory, each figure with its ratio against a baseline run here.
+"""The explorer's speed, each figure against a baseline measured in the same run.
 
-Server side, for 10^5, 10^6 and 10^7 synthetic clustered points (the generator of
-bench_selection.py), each size in a fresh process so that its peak memory is its own:
-  * re-render of the latent map (800 x 800) after a zoom, through the app's own
-    HoloViews/Datashader pipeline (`LatentView`: rasterize + dynspread of the colour layer,
-    the selection layer and the hover layer), and the bytes of the two images sent; baseline: a
-    plain Bokeh scatter, i.e. serialising every point (bench_render.py's `bokeh_payload`);
-  * lasso through `ExplorerState.select_polygon` (first one builds the `PointIndex`);
-    baseline: ``matplotlib.path.Path.contains_points``;
-  * the nearest galaxy to a click; baseline: a brute-force numpy distance scan;
-  * peak resident memory (RSS) of the process; baseline: the bytes of the table itself.
-With the sample data (or --dataset/--model):
-  * click to detail view (torch on `SERVER_TORCH_THREADS` threads, as the server runs it):
-    the maps of the clicked galaxy (`galaxy_detail` + `detail_png`), then the deferred part (saliency, 8 neighbour thumbnails); baseline: the naive path
-    (everything, saliency included, drawn as one Matplotlib figure, neighbours drawn one
-    by one with Matplotlib);
-  * in headless Chromium (Playwright) against a freshly started `galexplore serve`: start to
-    first render (navigation until the latent map shows coloured pixels) and the lasso
-    latency (mouse release until the selection count changes); baseline: the same two
-    measurements on a plain Bokeh server page with a scatter of the same points and
-    Bokeh's client-side lasso reporting its count to the server.
+* Start-up: launch of ``galexplore serve`` on the sample until a usable page in headless
+  Chromium (the latent map shows its points), each server started twice (the first start
+  after a change of the kernels' source compiles them into Numba's cache); the lines the
+  server prints while it starts. Baseline: a bare Panel + HoloViews/Datashader page
+  (``rasterize`` + ``dynspread`` of the same points), launched and measured the same way.
+* Page load: CPU seconds the server process spends per page load (20 requests of ``/``,
+  from /proc), for both servers.
+* Re-render after a zoom, 4,400 points (the sample) and 10^7 (synthetic): the map's own
+  ``LatentMap._render`` (raster, spread, selection, hover and marker layers); baseline:
+  Datashader's ``Canvas.points`` + ``dynspread`` of the same points (compiled beforehand).
+* Lasso (50 vertices): ``galexplore.explorer.selections.lasso``; baseline matplotlib.
+* Click to detail: the maps (``galaxy_detail`` + ``detail_png``), then everything (saliency,
+  neighbours, traversal); baseline: one Matplotlib figure of it all.
+* Gradient-boosting boundary on the sample's full latents, BLAS/OpenMP limited to the
+  server's one thread (as the server runs it) against every thread, interleaved.
 
-Run: ``python benchmarks/bench_app.py [--sizes ...] [--dataset D --model M] [--skip-browser]``
+Run: ``python benchmarks/bench_app.py [--dataset D --model M] [--skip-browser] [--big N]``
+(needs the ``bench`` extra: holoviews, datashader).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import resource
 import socket
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_render import bokeh_payload  # noqa: E402
 from bench_selection import best_of, clustered_points, wobbly_lasso  # noqa: E402
 
-PLOT_SIZE = 800
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--headless=new", "--no-first-run"]
-COUNT_PATTERN = re.compile(r"([\d,]+) selected of [\d,]+ galaxies")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+BARE_PAGE = r'''
+import sys
+import holoviews as hv
+import panel as pn
+from holoviews.operation.datashader import dynspread, rasterize
+
+from galexplore.explorer.bundles import build_bundle
+
+bundle = build_bundle(sys.argv[1], sys.argv[2])
+x, y = bundle.xy("folded (r, h)")
+points = hv.Points((x, y, bundle.table["kappa"].to_numpy()), vdims=["kappa"])
+hv.extension("bokeh")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def page():
+    shaded = dynspread(rasterize(points, aggregator="mean", width=500, height=460)).opts(
+        cmap="bgy", colorbar=True, width=640, height=560, tools=["lasso_select"])
+    return pn.Column(pn.pane.Markdown("## bare Panel + Datashader"), pn.pane.HoloViews(shaded))
 
 
-# ---------------------------------------------------------------------------- one size
-def measure_size(n: int, seed: int) -> dict:
-    """All server-side figures for ``n`` synthetic points (run in a fresh process)."""
-    import holoviews as hv
-    import pandas as pd
-    from matplotlib.path import Path as MplPath
-
-    from galexplore.ui.bundle import Bundle
-    from galexplore.ui.latent_view import LatentView
-    from galexplore.ui.layout import warm_up
-    from galexplore.ui.state import ExplorerState
-
-    hv.extension("bokeh")
-    warm_up()
-    rss_start = peak_rss_mb()
-    rng = np.random.default_rng(seed)
-    x, y = clustered_points(n, rng)
-    table = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "latent_0": x, "latent_1": y,
-                          "kappa": rng.uniform(0.0, 1.0, n)})
-    table_mb = table.memory_usage(index=False).sum() / 1e6
-    out: dict = {"n": n, "table_mb": table_mb}
-    with tempfile.TemporaryDirectory() as scratch:
-        state = ExplorerState(Bundle(dataset=None, model=None, table=table, column_units={"kappa": ""}),
-                              selections_dir=scratch)
-        view = LatentView(state, width=PLOT_SIZE, height=PLOT_SIZE)
-        t = time.perf_counter()
-        plot = hv.renderer("bokeh").get_plot(view.overlay)
-        out["first_render_s"] = time.perf_counter() - t
-        range_streams = [s for s in plot.streams if isinstance(s, hv.streams.RangeXY)]
-        x_lo, x_hi = np.percentile(x, [1, 99])
-        y_lo, y_hi = np.percentile(y, [1, 99])
-
-        def zoom(k: int):
-            shrink = 0.02 * k
-            xr = (x_lo + shrink * (x_hi - x_lo), x_hi - shrink * (x_hi - x_lo))
-            yr = (y_lo + shrink * (y_hi - y_lo), y_hi - shrink * (y_hi - y_lo))
-            for stream in range_streams:
-                stream.update(x_range=xr, y_range=yr)
-            hv.streams.Stream.trigger(range_streams)
-
-        times = []
-        for k in range(1, 4):
-            t = time.perf_counter()
-            zoom(k)
-            times.append(time.perf_counter() - t)
-        out["rerender_s"] = min(times)
-        images = [subplot.handles["source"].data["image"][0] for key, subplot in plot.subplots.items()
-                  if key[0] == "Image"]  # the colour layer and the selection layer
-        out["rerender_bytes"] = bokeh_payload({"image": images})
-        out["image_shape"] = list(np.shape(images[0]))
-        t = time.perf_counter()
-        out["bokeh_bytes"] = bokeh_payload({"x": x, "y": y})
-        out["bokeh_s"] = time.perf_counter() - t
-
-        poly = wobbly_lasso(x, y, 50, 0.2, np.random.default_rng(seed + 1))
-        t = time.perf_counter()
-        selected = state.select_polygon(poly)
-        out["lasso_first_s"] = time.perf_counter() - t
-        index = state.bundle.point_index(state.projection)
-        out["lasso_index_s"], _, _ = best_of(lambda: index.select_polygon(poly), 3)
-        out["lasso_s"], _, selected = best_of(lambda: state.select_polygon(poly), 3)
-        mpl_s, _, inside = best_of(lambda: MplPath(poly).contains_points(np.column_stack([x, y])), 1)
-        out["mpl_lasso_s"] = mpl_s
-        out["lasso_agrees"] = bool(np.array_equal(np.flatnonzero(inside), selected))
-        out["selected"] = int(selected.size)
-
-        click = (float(np.median(x)), float(np.median(y)))
-        xr, yr = (x_lo, x_hi), (y_lo, y_hi)
-        out["click_s"], _, row = best_of(lambda: state.click(*click, x_range=xr, y_range=yr), 3)
-
-        def brute():
-            d2 = ((x - click[0]) / (xr[1] - xr[0])) ** 2 + ((y - click[1]) / (yr[1] - yr[0])) ** 2
-            return int(np.argmin(d2))
-
-        out["brute_click_s"], _, brute_row = best_of(brute, 3)
-        out["click_agrees"] = bool(row == brute_row)
-    out["rss_start_mb"] = rss_start
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
+port = int(sys.argv[3])
+print("listening", flush=True)
+pn.serve({"/": page}, port=port, address="localhost", show=False, websocket_origin=[f"localhost:{port}"])
+'''
 
 
-def server_side(sizes: list[int], seed: int) -> None:
-    print("== latent map, lasso, click and memory (synthetic points, one process per size) ==")
-    header = f"{'N':>9} {'what':<52} {'value':>12} {'baseline':>12} {'ratio':>9}"
-    print(header)
-    print("-" * len(header))
-    for n in sizes:
-        done = subprocess.run([sys.executable, __file__, "--one-size", str(n), "--seed", str(seed)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{n:>9} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
-            continue
-        r = json.loads(done.stdout.strip().splitlines()[-1])
-        rows = [
-            ("re-render after zoom, 800x800 [s] vs Bokeh serialise", r["rerender_s"], r["bokeh_s"]),
-            ("bytes sent per render vs Bokeh scatter", r["rerender_bytes"], r["bokeh_bytes"]),
-            ("first lasso incl. index build [s] vs matplotlib", r["lasso_first_s"], r["mpl_lasso_s"]),
-            ("repeated lasso, PointIndex only [s] vs matplotlib", r["lasso_index_s"], r["mpl_lasso_s"]),
-            ("repeated lasso + selection layer redrawn [s] vs mpl", r["lasso_s"], r["mpl_lasso_s"]),
-            ("click: nearest galaxy [s] vs numpy scan", r["click_s"], r["brute_click_s"]),
-            ("peak RSS growth over imports [MB] vs table bytes", r["peak_rss_mb"] - r["rss_start_mb"],
-             r["table_mb"]),
-        ]
-        for what, value, base in rows:
-            print(f"{n:>9} {what:<52} {value:>12.4g} {base:>12.4g} {base / value:>8.2f}x")
-        print(f"{n:>9} first render of the map {r['first_render_s']:.3f} s; lasso selected {r['selected']:,} "
-              f"(agrees with matplotlib: {r['lasso_agrees']}); click agrees with the scan: {r['click_agrees']}; "
-              f"RSS after imports {r['rss_start_mb']:.0f} MB, peak RSS {r['peak_rss_mb']:.0f} MB\n")
-    print("ratio = baseline / value: > 1 means faster / fewer bytes than the baseline "
-          "(for RSS: the table's bytes / the growth; < 1 means copies and indices beyond the table)\n")
-
-
-# ---------------------------------------------------------------------------- detail view
-def naive_detail(bundle, row: int, neighbours: int) -> tuple[bytes, list[bytes]]:
-    """The naive click: every panel and the saliency in one Matplotlib figure, then each
-    neighbour's map read and drawn with Matplotlib on its own."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    from galexplore.ui.detail import galaxy_detail, galaxy_saliency
-    from galexplore.ui.detail_view import detail_panels
-
-    detail = galaxy_detail(bundle, row, neighbours)
-    saliency = np.abs(galaxy_saliency(bundle, row, "vanilla", "latent_0")).sum(axis=0)
-    panels = [(p.image, p.cmap, p.title, p.unit_label) for p in detail_panels(detail, bundle.model.card.recipe)]
-    panels.append((saliency, "inferno", "saliency", "|gradient|"))
-    figure = Figure(figsize=(9.2, 4.0), dpi=90, layout="constrained")
-    for ax, (image, cmap, title, label) in zip(figure.subplots(2, 4).ravel(), panels):
-        artist = ax.imshow(image, origin="lower", cmap=cmap, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        figure.colorbar(artist, ax=ax).set_label(label, fontsize=7)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    channel = bundle.dataset.channel_index(bundle.model.card.channels[0])
-    thumbs = []
-    for neighbour in detail.neighbours:
-        small = Figure(figsize=(1.4, 1.4), dpi=90)
-        small.add_subplot().imshow(np.asarray(bundle.dataset.maps[int(neighbour)])[channel], origin="lower")
-        thumb = io.BytesIO()
-        small.savefig(thumb, format="png")
-        thumbs.append(thumb.getvalue())
-    return buffer.getvalue(), thumbs
-
-
-def detail_view(dataset: str, model: str) -> None:
-    import holoviews as hv
-
-    from galexplore.ui.bundle import load_bundle
-    from galexplore.ui.detail import galaxy_detail
-    import torch
-
-    from galexplore.ui.detail_view import N_NEIGHBOURS, DetailView, detail_png
-    from galexplore.ui.layout import SERVER_TORCH_THREADS
-    from galexplore.ui.state import ExplorerState
-
-    hv.extension("bokeh")
-    torch.set_num_threads(SERVER_TORCH_THREADS)  # as `galexplore serve` runs it
-    bundle = load_bundle(dataset, model)
-    print(f"== click to detail view ({len(bundle.table):,} galaxies of {dataset}, model {bundle.model.name}) ==")
-    rows = np.random.default_rng(0).choice(len(bundle.table), 6, replace=False)
-    with tempfile.TemporaryDirectory() as scratch:
-        state = ExplorerState(bundle, selections_dir=scratch)
-        view = DetailView(state)
-        galaxy_detail(bundle, int(rows[0]), N_NEIGHBOURS)  # torch's first call
-        first, full, naive = [], [], []
-        for row in rows[1:]:
-            t = time.perf_counter()
-            detail_png(galaxy_detail(bundle, int(row), N_NEIGHBOURS), bundle.model.card.recipe)
-            first.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            state.clicked_row = int(row)  # no server here: the deferred part runs at once
-            full.append(time.perf_counter() - t)
-            assert view.images.object is not None and view.saliency.object is not None
-            t = time.perf_counter()
-            naive_detail(bundle, int(row), N_NEIGHBOURS)
-            naive.append(time.perf_counter() - t)
-    base = float(np.median(naive))
-    for what, values in (("maps shown (galaxy_detail + detail_png)", first),
-                         ("everything (+ saliency, neighbours, traversal)", full),
-                         ("naive: one Matplotlib figure + thumbnails", naive)):
-        median = float(np.median(values))
-        print(f"  {what:<50} median {median:7.3f} s  (min {min(values):.3f})  ratio vs naive {base / median:6.1f}x")
-    print()
-
-
-# ---------------------------------------------------------------------------- browser
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 180.0) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}: "
-                               f"{process.stderr.read() if process.stderr else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                return time.perf_counter() - start
-        time.sleep(0.05)
-    raise RuntimeError(f"no server on port {port} after {timeout} s")
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _coloured_fraction(png: bytes) -> float:
-    """Fraction of saturated (coloured, not grey) pixels of a screenshot."""
     import io
 
     from PIL import Image
 
     rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
-    return float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1) > 60))
+    centre = rgb[rgb.shape[0] // 5: -rgb.shape[0] // 5, rgb.shape[1] // 5: -rgb.shape[1] // 3]
+    return float(np.mean(centre.max(axis=-1) - centre.min(axis=-1) > 60))
 
 
-def _first_render(page, url: str, selector: str, timeout: float = 120.0) -> float:
-    """Seconds from navigation until ``selector`` shows coloured pixels."""
-    start = time.perf_counter()
-    page.goto(url, timeout=timeout * 1000, wait_until="commit")
+def _usable(page, port: int, selector: str, timeout: float = 300.0) -> None:
+    """Once the server listens on ``port``, load its page until ``selector`` shows its points.
+    (The port is polled with a socket: Chromium backs off between refused connections.)"""
+    deadline = time.perf_counter() + timeout
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("localhost", port)) == 0:
+                break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+        time.sleep(0.02)
+    page.goto(f"http://localhost:{port}/", timeout=timeout * 1000, wait_until="commit")
     page.locator(selector).first.wait_for(timeout=timeout * 1000)
-    while time.perf_counter() - start < timeout:
-        if _coloured_fraction(page.locator(selector).first.screenshot()) > 0.01:
-            return time.perf_counter() - start
+    while _coloured_fraction(page.locator(selector).first.screenshot()) < 0.01:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{selector} showed no points within {timeout} s")
         page.wait_for_timeout(20)
-    raise RuntimeError(f"{selector} showed no coloured pixels within {timeout} s")
 
 
-def _count(page) -> int:
-    text = page.get_by_text(COUNT_PATTERN).first.inner_text()
-    return int(COUNT_PATTERN.search(text).group(1).replace(",", ""))
+def _start(kind: str, dataset: str, model: str, chromium) -> dict:
+    """Launch one server, time it to a usable page, then its CPU time per page load."""
+    port = _free_port()
+    if kind == "galexplore":
+        command = [sys.executable, "-m", "galexplore", "serve", "--dataset", dataset, "--model", model,
+                   "--port", str(port), "--no-browser"]
+        selector = ".latent-figure"
+    else:
+        command = [sys.executable, "-c", BARE_PAGE, dataset, model, str(port)]
+        selector = "canvas"
+    started = time.perf_counter()
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        _usable(page, port, selector)
+        usable = time.perf_counter() - started
+        page.close()
+        cpu_before = _cpu_seconds(server.pid)
+        loads = 20
+        for _ in range(loads):
+            urllib.request.urlopen(f"http://localhost:{port}/", timeout=120).read()
+        per_page = (_cpu_seconds(server.pid) - cpu_before) / loads
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=60)
+    said = [line for line in err.splitlines() if line.startswith("galexplore: [")]
+    return {"usable": usable, "page_cpu": per_page, "said": said}
 
 
-def _lasso_latency(page, plot_selector: str, timeout: float = 60.0) -> tuple[float, int]:
-    """Seconds from releasing a lasso drag over the plot until the count changes, and the count."""
-    page.locator(".bk-tool-icon-lasso-select").first.click()
-    box = page.locator(plot_selector).first.bounding_box()
-    cx, cy = box["x"] + 0.45 * box["width"], box["y"] + 0.5 * box["height"]
-    rx, ry = 0.25 * box["width"], 0.3 * box["height"]
-    path = [(cx + rx * np.cos(t), cy + ry * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 24)]
-    before = _count(page)
-    page.mouse.move(*path[0])
-    page.mouse.down()
-    for point in path[1:]:
-        page.mouse.move(*point, steps=2)
-    page.mouse.up()
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        count = _count(page)
-        if count != before:
-            return time.perf_counter() - start, count
-        page.wait_for_timeout(10)
-    raise RuntimeError("the selection count did not change after the lasso")
-
-
-BOKEH_BASELINE = r'''
-import sys
-import numpy as np
-from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div
-from bokeh.plotting import figure
-from bokeh.server.server import Server
-from galexplore.ui.bundle import load_bundle
-
-bundle = load_bundle(sys.argv[1], sys.argv[2])
-x, y = bundle.xy("folded (r, h)" if "folded (r, h)" in bundle.projections else list(bundle.projections)[0])
-n = len(x)
-
-def app(doc):
-    source = ColumnDataSource({"x": x, "y": y})
-    plot = figure(width=640, height=560, tools="lasso_select,wheel_zoom,pan,reset")
-    plot.scatter("x", "y", source=source, size=3, color="#1f77b4")
-    count = Div(text=f"0 selected of {n:,} galaxies")
-    source.selected.on_change("indices", lambda attr, old, new: setattr(
-        count, "text", f"{len(new):,} selected of {n:,} galaxies"))
-    plot.css_classes = ["baseline-plot"]
-    doc.add_root(column(plot, count))
-
-port = int(sys.argv[3])
-server = Server({"/": app}, port=port, address="localhost", allow_websocket_origin=[f"localhost:{port}"])
-server.start()
-server.io_loop.start()
-'''
-
-
-def browser(dataset: str, model: str) -> None:
+def startup(dataset: str, model: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    print(f"== in headless Chromium ({dataset}, model {Path(model).name}) ==")
-    results = {}
-    for kind in ("bokeh", "galexplore"):
-        port = _free_port()
-        if kind == "galexplore":
-            command = [sys.executable, "-m", "galexplore", "serve", "--dataset", dataset, "--model", model,
-                       "--port", str(port), "--no-browser"]
-            selector = ".latent-map"
-        else:
-            command = [sys.executable, "-c", BOKEH_BASELINE, dataset, model, str(port)]
-            selector = ".baseline-plot"
-        start = time.perf_counter()
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            listening = _wait_for_port(port, server)
-            time.sleep(0.5)
-            with sync_playwright() as p:
-                chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = chromium.new_page(viewport={"width": 1700, "height": 1100})
-                first = _first_render(page, f"http://localhost:{port}/", selector)
-                page.wait_for_timeout(1000)
-                latency, count = _lasso_latency(page, selector)
-                second_page = chromium.new_page(viewport={"width": 1700, "height": 1100})
-                second = _first_render(second_page, f"http://localhost:{port}/", selector)
-                chromium.close()
-            results[kind] = {"listening": listening, "first": first, "second": second,
-                             "lasso": latency, "count": count, "total": time.perf_counter() - start}
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    g, b = results["galexplore"], results["bokeh"]
-    rows = [("server start (process launch to listening) [s]", "listening"),
-            ("start to first render, fresh server [s]", "first"),
-            ("first render, second session [s]", "second"),
-            ("lasso: mouse release to count updated [s]", "lasso")]
-    print(f"  {'what':<50} {'galexplore':>11} {'plain Bokeh':>12} {'ratio':>8}")
-    for what, key in rows:
-        print(f"  {what:<50} {g[key]:>11.3f} {b[key]:>12.3f} {b[key] / g[key]:>7.2f}x")
-    print(f"  lasso selected: galexplore {g['count']:,}, Bokeh {b['count']:,} (different shapes on different axes)")
-    print("  ratio = plain Bokeh / galexplore: > 1 means galexplore is faster\n")
+    print(f"== start to a usable page, and server CPU per page load ({dataset}) ==")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        runs = {kind: [_start(kind, dataset, model, chromium) for _ in range(2)] for kind in ("galexplore", "bare")}
+        chromium.close()
+    g, b = runs["galexplore"], runs["bare"]
+    print(f"  {'what':<52} {'galexplore':>11} {'bare page':>11} {'ratio':>8}")
+    for label, k in (("first start: launch to usable page [s]", 0), ("second start: launch to usable page [s]", 1)):
+        print(f"  {label:<52} {g[k]['usable']:>11.2f} {b[k]['usable']:>11.2f} {b[k]['usable'] / g[k]['usable']:>7.2f}x")
+    cpu_g = statistics.mean(r["page_cpu"] for r in g)
+    cpu_b = statistics.mean(r["page_cpu"] for r in b)
+    print(f"  {'server CPU per page load [s]':<52} {cpu_g:>11.3f} {cpu_b:>11.3f} {cpu_b / cpu_g:>7.2f}x")
+    print("  what `galexplore serve` printed on its second start:")
+    for line in g[1]["said"]:
+        print(f"    {line}")
+    print("  ratio = bare page / galexplore: > 1 means galexplore is faster\n")
+
+
+# ---------------------------------------------------------------------------- server side
+def _render_time(bundle, rng) -> tuple[float, float, int]:
+    """Seconds of the map's re-render after a zoom (median of 5) and of Datashader's
+    Canvas.points + dynspread of the same points and pixels (median of 5)."""
+    import datashader as ds
+    import datashader.transfer_functions as tf
+    import pandas as pd
+
+    from galexplore.ui.latent_view import FRAME_HEIGHT, FRAME_WIDTH, LatentMap
+    from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState, Source
+
+    source = Source(bundle=bundle)
+    map_state = MapState(source=source)
+    view = LatentMap(map=map_state, selection=SelectionState(map=map_state), boundary=FittedBoundary(source=source),
+                     messages=Messages())
+    x, y = bundle.xy(map_state.projection)
+    value = bundle.table["kappa"].to_numpy()
+    (x0, x1), (y0, y1) = bundle.extent(map_state.projection)
+    zooms = [(x0 + f * (x1 - x0), x1 - f * (x1 - x0), y0 + f * (y1 - y0), y1 - f * (y1 - y0))
+             for f in (0.02, 0.05, 0.08, 0.11, 0.14)]
+    ours = []
+    for ranges in zooms:
+        t = time.perf_counter()
+        view._render(ranges)
+        ours.append(time.perf_counter() - t)
+    frame = pd.DataFrame({"x": x, "y": y, "value": value})
+    canvas = ds.Canvas(FRAME_WIDTH, FRAME_HEIGHT, x_range=zooms[0][:2], y_range=zooms[0][2:])
+    tf.dynspread(canvas.points(frame, "x", "y", ds.mean("value")), threshold=0.6, max_px=3)  # compile first
+    theirs = []
+    for r in zooms:
+        t = time.perf_counter()
+        agg = ds.Canvas(FRAME_WIDTH, FRAME_HEIGHT, x_range=r[:2], y_range=r[2:]).points(frame, "x", "y",
+                                                                                       ds.mean("value"))
+        tf.dynspread(agg, threshold=0.6, max_px=3)
+        theirs.append(time.perf_counter() - t)
+    return float(np.median(ours)), float(np.median(theirs)), len(x)
+
+
+def _synthetic(n: int, seed: int):
+    import pandas as pd
+
+    from galexplore.explorer.bundles import Bundle
+
+    rng = np.random.default_rng(seed)
+    x, y = clustered_points(n, rng)
+    table = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "latent_0": x.astype(np.float32),
+                          "latent_1": y.astype(np.float32), "kappa": rng.uniform(0, 1, n).astype(np.float32)})
+    return Bundle(dataset=None, model=None, table=table, column_units={"kappa": ""})
+
+
+def server_side(dataset: str, model: str, big: int, seed: int) -> None:
+    from matplotlib.path import Path as MplPath
+
+    from galexplore.explorer import selections
+    from galexplore.explorer.bundles import build_bundle
+    from galexplore.ui.layout import configure_panel, warm_up
+
+    configure_panel()
+    warm_up()
+    rng = np.random.default_rng(seed)
+    print("== re-render after a zoom, and lasso ==")
+    print(f"  {'N':>10} {'what':<46} {'galexplore':>11} {'baseline':>11} {'ratio':>8}")
+    for name, bundle in (("sample", build_bundle(dataset, model)), ("synthetic", _synthetic(big, seed))):
+        ours, theirs, n = _render_time(bundle, rng)
+        print(f"  {n:>10,} {'map re-render [s] vs Datashader points+dynspread':<46} {ours:>11.4f} {theirs:>11.4f} "
+              f"{theirs / ours:>7.2f}x")
+        projection = list(bundle.projections)[0]
+        x, y = bundle.xy(projection)
+        polygon = wobbly_lasso(np.asarray(x, float), np.asarray(y, float), 50, 0.2, np.random.default_rng(seed + 1))
+        selections.lasso(bundle, projection, selections.Selection(), polygon)  # builds the index once
+        ours_s, _, chosen = best_of(lambda: selections.lasso(bundle, projection, selections.Selection(), polygon), 3)
+        mpl_s, _, inside = best_of(lambda: MplPath(polygon).contains_points(np.column_stack([x, y])), 1)
+        agree = np.array_equal(np.flatnonzero(inside), chosen.rows)
+        print(f"  {n:>10,} {'lasso, 50 vertices [s] vs matplotlib':<46} {ours_s:>11.4f} {mpl_s:>11.4f} "
+              f"{mpl_s / ours_s:>7.2f}x  (same {chosen.size:,} rows: {agree})")
+    print("  ratio = baseline / galexplore: > 1 means faster than the baseline\n")
+
+
+# ---------------------------------------------------------------------------- click to detail
+def naive_detail(bundle, row: int, neighbours: int) -> None:
+    """The naive click: every panel and the saliency in one Matplotlib figure, then each
+    neighbour's map read and drawn with Matplotlib on its own."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    from galexplore.explorer.detail import detail_panels, galaxy_detail, galaxy_saliency
+
+    detail = galaxy_detail(bundle, row, neighbours)
+    saliency = np.abs(galaxy_saliency(bundle, row, "vanilla", "latent_0")).sum(axis=0)
+    panels = [(p.image, p.title, p.unit_label) for p in detail_panels(detail, bundle.model.card.recipe)]
+    panels.append((saliency, "saliency", "|gradient|"))
+    figure = Figure(figsize=(9.2, 4.0), dpi=90, layout="constrained")
+    for ax, (image, title, label) in zip(figure.subplots(2, 4).ravel(), panels):
+        artist = ax.imshow(image, origin="lower", interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        figure.colorbar(artist, ax=ax).set_label(label, fontsize=7)
+    figure.savefig(io.BytesIO(), format="png")
+    channel = bundle.dataset.channel_index(bundle.model.card.channels[0])
+    for neighbour in detail.neighbours:
+        small = Figure(figsize=(1.4, 1.4), dpi=90)
+        small.add_subplot().imshow(np.asarray(bundle.dataset.maps[int(neighbour)])[channel], origin="lower")
+        small.savefig(io.BytesIO(), format="png")
+
+
+def click_to_detail(dataset: str, model: str) -> None:
+    from galexplore.explorer import detail as details
+    from galexplore.explorer.bundles import build_bundle
+    from galexplore.explorer.sources import limit_server_threads
+    from galexplore.ui.detail_view import N_NEIGHBOURS, TRAVERSAL_STEPS
+
+    limit_server_threads()  # as `galexplore serve` runs
+    bundle = build_bundle(dataset, model)
+    print(f"== click to detail ({bundle.n_maps:,} maps, model {bundle.name}) ==")
+    rows = np.random.default_rng(0).choice(bundle.n_maps, 6, replace=False)
+    details.galaxy_detail(bundle, int(rows[0]), N_NEIGHBOURS)  # loads the model, torch's first call
+    maps, everything, naive = [], [], []
+    for row in map(int, rows[1:]):
+        t = time.perf_counter()
+        detail = details.galaxy_detail(bundle, row, N_NEIGHBOURS)
+        details.detail_png(detail, bundle.model.card.recipe)
+        maps.append(time.perf_counter() - t)
+        values = details.galaxy_saliency(bundle, row, "vanilla gradient", "latent_0")
+        details.saliency_png(detail, values, "latent_0", "vanilla gradient")
+        details.neighbours_png(bundle, detail.neighbours)
+        if details.can_traverse(bundle):
+            details.traversal_png(*details.latent_traversal(bundle, row, 0, steps=TRAVERSAL_STEPS))
+        everything.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        naive_detail(bundle, row, N_NEIGHBOURS)
+        naive.append(time.perf_counter() - t)
+    base = float(np.median(naive))
+    for what, values in (("the maps (galaxy_detail + detail_png)", maps),
+                         ("everything (+ saliency, neighbours, traversal)", everything),
+                         ("naive: one Matplotlib figure + thumbnails", naive)):
+        median = float(np.median(values))
+        print(f"  {what:<50} median {median:7.3f} s  ratio vs naive {base / median:6.1f}x")
+    print()
+
+
+# ---------------------------------------------------------------------------- boundary fit
+def boundary_fit(dataset: str, model: str, repeats: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from galexplore.explorer import boundaries as bounds
+    from galexplore.explorer.bundles import build_bundle, latent_columns
+
+    bundle = build_bundle(dataset, model)
+    rows, labels, text = bounds.labelled_by_threshold(bundle, "kappa", bundle.kappa_threshold)
+    features = latent_columns(bundle.table)
+    print(f"== gradient-boosting boundary on the full latents ({len(rows):,} maps, {len(features)} latents), "
+          f"{os.cpu_count()} cores ==")
+    one, every = [], []
+    for _ in range(repeats):
+        for limit, out in ((1, one), (None, every)):
+            with threadpool_limits(limits=limit):
+                t = time.perf_counter()
+                fit = bounds.fit_on_bundle(bundle, "gradient_boosting", features, rows, labels, text, None)
+                out.append(time.perf_counter() - t)
+    a, b = float(np.median(one)), float(np.median(every))
+    print(f"  one OpenMP/BLAS thread (the server's setting): median {a:.2f} s; every thread: median {b:.2f} s "
+          f"({repeats} interleaved pairs); ratio {b / a:.2f}x; mean recall {fit.mean_recall:.3f}\n")
 
 
 def main() -> None:
     from galexplore.paths import SAMPLE_DATASET
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", default=str(SAMPLE_DATASET))
     parser.add_argument("--model", default=None, help="default: the app's default sample model")
+    parser.add_argument("--big", type=int, default=10_000_000, help="synthetic points of the large re-render")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved pairs of boundary fits")
     parser.add_argument("--skip-browser", action="store_true")
-    parser.add_argument("--skip-sizes", action="store_true")
-    parser.add_argument("--one-size", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one_size is not None:
-        print(json.dumps(measure_size(args.one_size, args.seed)))
-        return
     if args.model is None:
-        from galexplore.ui.layout import default_model
+        from galexplore.explorer.sources import default_model
 
         args.model = default_model()
-    if not args.skip_sizes:
-        server_side(args.sizes, args.seed)
-    detail_view(args.dataset, args.model)
     if not args.skip_browser:
-        browser(args.dataset, args.model)
+        startup(args.dataset, args.model)
+    server_side(args.dataset, args.model, args.big, args.seed)
+    click_to_detail(args.dataset, args.model)
+    boundary_fit(args.dataset, args.model, args.repeats)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 On the shipped sample universe (4,400 maps) with a small CAE checkpoint written to a
 temporary directory, this measures, through the code the app runs:
-  * latent-map re-render: the session's `LatentView` overlay (Datashader rasterize +
-    dynspread of every galaxy, the selection, boundary, hover layers) turned into Bokeh
-    models by HoloViews' renderer, alternating the colour column so each render re-aggregates;
-  * click-to-detail: `ExplorerState.click` (nearest galaxy on screen) followed by
+  * latent-map re-render: the session's `LatentMap` layers (raster kernels and spreading of
+    every galaxy, the selection, boundary, hover and marker layers) drawn into its Bokeh
+    figure, alternating the colour column so each render re-aggregates;
+  * click-to-detail: `nearest_visible` (the galaxy nearest on screen) followed by
     `galaxy_detail` (model input, reconstruction, latent neighbours);
 idle and while a `TrainingJob` trains a Dawson CAE in its own process with the job defaults
 on the CPU (niceness 10, every core but one: `cpu_threads`), or optionally with every core.
@@ -40,7 +40,6 @@ TARGET_RATIO = 1.5
 
 def make_model(root: Path) -> Path:
     """An untrained Dawson CAE checkpoint (fixed seed); its cost per map is what matters here."""
-    import torch
 
     from galexplore.models.checkpoint import ModelCard, save_checkpoint
     from galexplore.models.registry import build_model
@@ -55,18 +54,19 @@ def make_model(root: Path) -> Path:
 RESUME_SETTLE_S = 0.3
 
 
-def measure_once(state, view, renderer, colour: str, rng: np.random.Generator) -> dict[str, float]:
+def measure_once(state, view, colour: str, rng: np.random.Generator) -> dict[str, float]:
     """Seconds of one latent-map re-render (colour column changed) and one click-to-detail."""
-    from galexplore.ui.detail import galaxy_detail
+    from galexplore.explorer.detail import galaxy_detail
+    from galexplore.explorer.selections import nearest_visible
 
-    x, y = state.xy()
-    state.color_by = colour
+    x, y = state.bundle.xy(state.projection)
+    state.param.update(color_by=colour)  # the view re-renders at once: no document to wait for
     start = time.perf_counter()
-    renderer.get_plot(view.overlay)
+    view._render(view._ranges())
     render = time.perf_counter() - start
     k = int(rng.integers(len(x)))
     start = time.perf_counter()
-    row = state.click(float(x[k]), float(y[k]))
+    row = nearest_visible(state.bundle, state.projection, float(x[k]), float(y[k]))
     galaxy_detail(state.bundle, row, 8)
     return {"latent-map re-render": render, "click-to-detail": time.perf_counter() - start}
 
@@ -75,7 +75,7 @@ def colours_of(state) -> list[str]:
     return [c for c in ("kappa", "inc", "pa", "log_mstar") if c in state.param.color_by.objects][:2]
 
 
-def interleaved(state, view, renderer, repeats: int, root: Path, dataset: Path, num_threads: int | None):
+def interleaved(state, view, repeats: int, root: Path, dataset: Path, num_threads: int | None):
     """Pairs of (idle, busy) measurements around one background CAE run, paused for the idle ones.
 
     Returns the idle and busy samples (what -> list of seconds), the job's thread count and
@@ -104,7 +104,7 @@ def interleaved(state, view, renderer, repeats: int, root: Path, dataset: Path, 
                 else:
                     os.kill(pid, signal.SIGCONT)
                 time.sleep(RESUME_SETTLE_S)
-                figures = measure_once(state, view, renderer, colours[k], rng)
+                figures = measure_once(state, view, colours[k], rng)
                 for what, seconds in figures.items():
                     samples[condition].setdefault(what, []).append(seconds)
     finally:
@@ -121,38 +121,35 @@ def main() -> None:
     parser.add_argument("--all-cores", action="store_true", help="also train with every core (no core left free)")
     args = parser.parse_args()
 
-    import holoviews as hv
-
     from galexplore.analysis.embed import load_or_compute_embedding
+    from galexplore.explorer.bundles import build_bundle
     from galexplore.paths import SAMPLE_DATASET
-    from galexplore.ui.bundle import load_bundle
-    from galexplore.ui.latent_view import LatentView
-    from galexplore.ui.layout import SERVER_TORCH_THREADS, warm_up
-    from galexplore.ui.state import ExplorerState
+    from galexplore.ui.latent_view import LatentMap
+    from galexplore.ui.layout import warm_up
+    from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState, Source
 
-    torch.set_num_threads(SERVER_TORCH_THREADS)  # as `galexplore serve` runs the server
-    hv.extension("bokeh")
-    renderer = hv.renderer("bokeh")
+    warm_up()  # the server's thread limits (one torch, BLAS and OpenMP thread) and the map's kernels
     root = Path(tempfile.mkdtemp(prefix="galexplore-bench-"))
     try:
         dataset = Path(shutil.copytree(SAMPLE_DATASET, root / "universe"))  # the embedding cache goes beside it
         model = make_model(root)
         load_or_compute_embedding(model, dataset, device="cpu", umap=False)
-        warm_up()
-        state = ExplorerState(load_bundle(dataset, model), selections_dir=root / "selections")
-        view = LatentView(state)
+        source = Source(bundle=build_bundle(dataset, model))
+        state = MapState(source=source)
+        view = LatentMap(map=state, selection=SelectionState(map=state), boundary=FittedBoundary(source=source),
+                         messages=Messages())
         rng = np.random.default_rng(1)
-        for colour in colours_of(state) * 2:  # first renders compile kernels and fill caches
-            measure_once(state, view, renderer, colour, rng)
+        for colour in colours_of(state) * 2:  # first renders load kernels and fill caches
+            measure_once(state, view, colour, rng)
 
-        print(f"{os.cpu_count()} CPU cores; {len(state.table):,} galaxies; "
+        print(f"{os.cpu_count()} CPU cores; {len(source.bundle.table):,} maps; "
               f"median of {args.repeats} interleaved idle/busy pairs\n")
         runs = [("job default", None)] + ([("every core", os.cpu_count())] if args.all_cores else [])
         header = f"{'what':<22} {'condition':<40} {'seconds':>9} {'ratio to idle':>14} {'median pair ratio':>18}"
         print(header)
         print("-" * len(header))
         for label, threads in runs:
-            samples, used, epochs = interleaved(state, view, renderer, args.repeats, root, dataset, threads)
+            samples, used, epochs = interleaved(state, view, args.repeats, root, dataset, threads)
             for what, idle in samples["idle"].items():
                 busy = samples["busy"][what]
                 ratio = statistics.median(busy) / statistics.median(idle)

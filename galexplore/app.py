@@ -1,4 +1,4 @@
-"""What `panel serve galexplore/app.py` serves: the explorer, one state per browser session.
+"""What `panel serve galexplore/app.py` serves: the explorer, one page per browser session.
 
 Dataset and model come from the URL (``?dataset=...&model=...``, accepted only under the
 allowed directories of `galexplore.explorer.access.allowed_directories`), else from
@@ -8,17 +8,14 @@ this machine are served unless ``$GALEXPLORE_ALLOW_REMOTE=1``.
 
 import os
 
-import holoviews as hv
 import panel as pn
-import torch
 
 from galexplore.errors import GalexploreError
 from galexplore.explorer.access import allowed_directories, confine
-from galexplore.ui.layout import SERVER_TORCH_THREADS, build_app, refusal_page, session_refusal, warm_up
+from galexplore.ui.layout import build_app, configure_panel, refusal_page, session_refusal, warm_up
 
-pn.extension("tabulator", notifications=True, sizing_mode="fixed")
-hv.extension("bokeh")
-torch.set_num_threads(SERVER_TORCH_THREADS)
+configure_panel()
+warm_up()  # once per server process: thread limits and the map's cached kernels
 
 
 def _argument(name: str) -> str | None:
@@ -37,7 +34,6 @@ if refusal:
     refusal_page(refusal).servable()
 else:
     try:
-        warm_up()  # once per server process: Numba compiles before, not during, the first render
         build_app(_argument("dataset"), _argument("model")).servable()
     except GalexploreError as error:
         refusal_page(f"cannot start: {error}").servable()

@@ -121,6 +121,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from galexplore.explorer.exports import export_command
+
+    written = export_command(args.dataset, args.model, args.out, ids_file=args.ids, query=args.query,
+                             status_callback=lambda text: print(f"galexplore: {text}", file=sys.stderr))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from galexplore.models import zoo
 
@@ -135,6 +145,10 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    print("galexplore: [ 0.0 s] starting the explorer: importing Panel", file=sys.stderr, flush=True)
     from galexplore.ui.layout import serve
 
     if args.allow_remote:
@@ -142,7 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "machine, without authentication; anyone there can open your allowed directories and run "
               "training jobs. Use it only on a trusted network.", file=sys.stderr)
     serve(dataset=args.dataset, model=args.model, port=args.port, show=not args.no_browser,
-          allowed_dirs=args.allow, allow_remote=args.allow_remote)
+          allowed_dirs=args.allow, allow_remote=args.allow_remote, started=started)
     return 0
 
 
@@ -241,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
                    help="run on a dask scheduler (tcp://host:8786) or a local cluster")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("export", help="export rows of a dataset with a model's embedding, units and provenance")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("model", help="checkpoint directory or zoo name")
+    chosen = p.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--ids", type=Path, metavar="FILE", help="text file of catalogue ids (one per line, or a CSV "
+                        "with an id column)")
+    chosen.add_argument("--query", metavar="EXPR", help="rows where EXPR holds, e.g. 'kappa < 0.5 and pred_class == 1'")
+    p.add_argument("out", type=Path, help="OUT.zip (CSV + provenance in one archive) or OUT.csv (provenance beside)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("zoo", help="published encoders")
     zsub = p.add_subparsers(dest="zoo_command", required=True)

@@ -31,13 +31,10 @@ UPLOAD_FILE = '<img src=y onerror="window.__xss=\'file name\'">.fits'
 
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
-    import holoviews as hv
-    import panel as pn
-
     from galexplore.analysis.embed import load_or_compute_embedding
     from galexplore.data.fits_io import maps_to_dataset
     from galexplore.models.checkpoint import load_checkpoint, save_checkpoint
-    from galexplore.ui.layout import build_app, warm_up
+    from galexplore.ui.layout import build_app, configure_panel, warm_up
     from ui_fixtures import build_ui_fixture
 
     root = tmp_path_factory.mktemp("hostile")
@@ -49,20 +46,19 @@ def hostile_server(tmp_path_factory):
                                       name=OBJECT_NAME if k == 0 else f"NGC {k + 10}") for k in range(12)]
     dataset = maps_to_dataset(fits_files, root / "fits-universe")
     load_or_compute_embedding(model_dir, dataset, device="cpu", umap=False)
-    pn.extension("tabulator", notifications=True)
-    hv.extension("bokeh")
+    configure_panel()
     warm_up()
-    states = []
+    pages = []
 
     def session():
-        app = build_app(dataset, model_dir, export_dir=root / "exports", selections_dir=root / "selections",
-                        real_overlay=False)
-        states.append(app.explorer_state)
-        return app
+        page = build_app(dataset, model_dir, selections_dir=root / "selections", real_overlay=False,
+                         allowed_dirs=[root])
+        pages.append(page)
+        return page
 
     url, thread = serve_in_thread(session)
     try:
-        yield {"url": url, "states": states, "root": root}
+        yield {"url": url, "pages": pages, "root": root, "model": model_dir}
     finally:
         thread.stop()
 
@@ -73,15 +69,19 @@ def test_no_user_string_runs_script_and_each_is_shown_as_text(browser, hostile_s
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(hostile_server["url"], timeout=TIMEOUT_MS)
-    page.locator(".latent-map canvas").first.wait_for(timeout=TIMEOUT_MS)
-    state = hostile_server["states"][-1]
+    page.locator(".latent-figure canvas").first.wait_for(timeout=TIMEOUT_MS)
+    session = hostile_server["pages"][-1].session
 
     # the model's name reaches the message pane when the model is (re)opened
+    field = page.locator("input[placeholder='/path/to/checkpoint']").first
+    field.fill(str(hostile_server["model"]))
     page.get_by_text("Open", exact=True).first.click()
-    page.get_by_text(MODEL_NAME, exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    message = page.get_by_text(re.compile("opened fits-universe with model")).first
+    message.wait_for(timeout=TIMEOUT_MS)
+    assert message.inner_text().endswith(MODEL_NAME)
 
     # the OBJECT header reaches the detail view's property table
-    state.show_id(0)
+    session.map.show_id(0)
     page.get_by_text(OBJECT_NAME).first.wait_for(timeout=TIMEOUT_MS)
 
     # an uploaded file's name and OBJECT reach the message pane and the marker table

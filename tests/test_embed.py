@@ -51,7 +51,11 @@ def test_second_call_reads_the_cache_without_inference(alma, monkeypatch):
         raise AssertionError("inference ran although the embedding is cached")
 
     monkeypatch.setattr(embed_module, "run_model", no_inference)
-    pd.testing.assert_frame_equal(load_or_compute_embedding(model, dataset), first)
+    pd.testing.assert_frame_equal(load_or_compute_embedding(model, dataset, umap=False), first)
+    # asking for UMAP later fits it on the cached latents: still no inference
+    with_umap = load_or_compute_embedding(model, dataset)
+    pd.testing.assert_frame_equal(with_umap[first.columns], first)
+    assert np.isfinite(with_umap[["umap_0", "umap_1"]].to_numpy()).all()
 
 
 def test_cli_embed_writes_the_cached_table(alma, capsys):
@@ -87,4 +91,4 @@ def test_unwritable_dataset_directory_falls_back_to_the_user_cache(tmp_path, mon
     table = load_or_compute_embedding(tmp_path / "model", tmp_path / "ds", umap=False)
     assert list(table["id"]) == list(np.arange(12) * 10)
     assert "pred_class" not in table.columns, "no boundary in the card: no class prediction"
-    assert list((tmp_path / "cache" / "embeddings").glob("free-*.parquet"))
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.parquet"))) == 1

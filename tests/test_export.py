@@ -14,7 +14,7 @@ import galexplore
 from galexplore import export as export_module
 from galexplore.data import create_dataset, open_dataset
 from galexplore.errors import ParameterError, SelectionError
-from galexplore.export import PROVENANCE_KEYS, export_selection
+from galexplore.export import PROVENANCE_KEYS, export_selection, export_zip
 
 HYPERLINK = '=HYPERLINK("http://evil.example","click")'
 
@@ -156,3 +156,42 @@ def test_dataset_and_embedding_convenience(tmp_path):
     assert record["dataset_path"] == str(dataset.path)
     with pytest.raises(ParameterError, match="embedding"):
         export_selection(dataset, [5], tmp_path / "x.csv", {})
+
+
+@pytest.mark.parametrize("prefix", [" ", "  ", "\n", "\u200b", "\ufeff", " \u200d", "\u00a0", "\u2060"])
+@pytest.mark.parametrize("formula", ["=1+1", "+1", "-1", "@A1"])
+def test_formulas_behind_spaces_line_feeds_and_invisible_characters_are_escaped(prefix, formula, tmp_path):
+    table = pd.DataFrame({"id": [1, 2], "name": [prefix + formula, "a " + formula]})
+    csv, _ = export_selection(table, [1, 2], tmp_path / "f.csv", {})
+    back = pd.read_csv(csv, keep_default_na=False)
+    assert back["name"].tolist() == ["'" + prefix + formula, "a " + formula]
+
+
+def test_provenance_is_strict_json_without_nan_or_infinity(table, tmp_path):
+    given = {"filters": {"kappa": [float("-inf"), float("nan")]}, "boundary": np.float32("nan"),
+             "lasso_polygon": np.array([[0.0, np.inf], [1.0, 0.0], [0.5, 1.0]])}
+    _, prov = export_selection(table, [10], tmp_path / "n.csv", given)
+    text = prov.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the provenance"))
+    assert record["filters"]["kappa"] == [None, None] and record["boundary"] is None
+    assert record["lasso_polygon"][0] == [0.0, None]
+
+
+def test_zip_holds_the_csv_units_and_provenance(table, tmp_path):
+    import io
+    import zipfile
+
+    data = export_zip(table, [12, 10], "my selection", {"model_hash": "abc"},
+                      column_units={"kappa": "", "v_sys": "km/s"})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["my_selection.csv", "my_selection.provenance.json"]
+        csv_bytes = archive.read("my_selection.csv")
+        record = json.loads(archive.read("my_selection.provenance.json"))
+    back = pd.read_csv(io.BytesIO(csv_bytes), keep_default_na=False)
+    assert back["id"].tolist() == [10, 12]
+    assert record["column_units"]["v_sys"] == "km/s" and record["column_units"]["kappa"] == ""
+    assert list(record["column_units"]) == list(back.columns)
+    assert record["csv_sha256"] == hashlib.sha256(csv_bytes).hexdigest()
+    assert record["model_hash"] == "abc" and record["versions"]["galexplore"] == galexplore.__version__
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -290,6 +290,6 @@ def test_named_selections_validate(tmp_path):
     with pytest.raises(ParameterError, match="integers"):
         store.save("x", [1.5])
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(SelectionError, match="not a valid saved selection"):
+    with pytest.raises(SelectionError, match="is not readable"):
         store.load("broken")
     assert not (tmp_path / "x.json").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import galexplore.explorer.sources as sources
 import galexplore.ui.layout as layout
 from galexplore.cli import build_parser, main
 from galexplore.errors import ModelError
@@ -37,27 +38,40 @@ def test_allowed_directories_hold_the_extra_ones(tmp_path):
     assert tmp_path.resolve() in dirs and SAMPLE_DATASET.parent.resolve() in dirs
 
 
-def _fake_samples(monkeypatch, root: Path, names: list[str]) -> None:
+def _fake_samples(monkeypatch, root: Path, names: list[str]) -> list[Path]:
     dirs = [root / name for name in sorted(names)]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(layout, "sample_model_dirs", lambda: dirs)
+    monkeypatch.setattr(sources, "sample_model_dirs", lambda: dirs)
+    return dirs
 
 
 def test_default_model_prefers_the_folded_space_autoencoders(monkeypatch, tmp_path):
     _fake_samples(monkeypatch, tmp_path, ["cae_free_mom1", "cae_mom1", "env_vae", "mass_regressor"])
-    assert Path(layout.default_model()).name == "cae_free_mom1"
+    assert Path(sources.default_model()).name == "cae_free_mom1"
     _fake_samples(monkeypatch, tmp_path / "b", ["cae_mom1", "env_vae", "mass_regressor"])
-    assert Path(layout.default_model()).name == "cae_mom1"
+    assert Path(sources.default_model()).name == "cae_mom1"
     _fake_samples(monkeypatch, tmp_path / "c", [])
     with pytest.raises(ModelError, match="--model"):
-        layout.default_model()
+        sources.default_model()
 
 
-def test_model_switcher_lists_every_sample_model(monkeypatch, tmp_path):
-    _fake_samples(monkeypatch, tmp_path, ["cae_free_mom1", "cae_mom1", "env_vae"])
-    options = layout.known_models(str(tmp_path / "cae_free_mom1"))
-    assert options[:3] == [str(tmp_path / n) for n in ("cae_free_mom1", "cae_mom1", "env_vae")]
+def test_the_model_picker_names_each_checkpoint_once(monkeypatch, fixture_paths, tmp_path):
+    """Labels are model names and where they come from, never paths, and a checkpoint reached
+    two ways (the current one is also a sample) is listed once."""
+    import shutil
+
+    _, model = fixture_paths
+    samples = tmp_path / "samples"
+    for name in ("a", "b"):
+        shutil.copytree(model, samples / name)
+    dirs = sorted(samples.iterdir())
+    monkeypatch.setattr(sources, "sample_model_dirs", lambda: dirs)
+    monkeypatch.setattr(sources, "SAMPLE_MODELS", samples)
+    choices = sources.model_choices(str(samples / "a" / ".." / "a"))
+    assert list(choices) == ["test-cae (sample)", "test-cae (sample) "]
+    assert sorted(Path(p).resolve() for p in choices.values()) == dirs
+    assert all("/" not in label for label in choices)
 
 
 def test_app_py_opens_the_configured_dataset_and_model(monkeypatch, fixture_paths):
@@ -69,16 +83,15 @@ def test_app_py_opens_the_configured_dataset_and_model(monkeypatch, fixture_path
     monkeypatch.setattr(layout, "build_app", lambda *a, **k: built.append(original(*a, real_overlay=False, **k))
                         or built[-1])
     runpy.run_path(str(APP))
-    state = built[0].explorer_state
-    assert state.bundle.dataset.path.resolve() == dataset.resolve()
-    assert state.bundle.model.path.resolve() == model.resolve()
-    assert state.projection == "folded (r, h)" and state.color_by == "kappa"
+    session = built[0].session
+    assert session.bundle.dataset.path.resolve() == dataset.resolve()
+    assert session.bundle.model.path.resolve() == model.resolve()
+    assert session.map.projection == "folded (r, h)" and session.map.color_by == "kappa"
 
 
 @pytest.mark.skipif(not sample_model_dirs(), reason="the pretrained sample models are not in assets/models")
 def test_the_app_opens_the_shipped_sample_with_its_default_model():
-    app = layout.build_app(real_overlay=False)
-    state = app.explorer_state
-    assert state.bundle.dataset.path.resolve() == SAMPLE_DATASET.resolve()
-    assert Path(state.bundle.model.path).resolve() == Path(layout.default_model()).resolve()
-    assert len(state.table) == len(state.bundle.dataset)
+    session = layout.build_app(real_overlay=False).session
+    assert session.bundle.dataset.path.resolve() == SAMPLE_DATASET.resolve()
+    assert Path(session.bundle.model.path).resolve() == Path(sources.default_model()).resolve()
+    assert len(session.bundle.table) == len(session.bundle.dataset)

@@ -8,6 +8,7 @@ and inclination are exact by construction; the model is an untrained index-free 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 from pathlib import Path
@@ -49,33 +50,74 @@ def serve_in_thread(session) -> tuple[str, object]:
 
 
 @contextlib.contextmanager
-def explorer_server(root: Path):
-    """Serve the explorer on a 300-galaxy fixture under ``root``, one app per browser session.
+def explorer_server(root: Path, n: int = 300):
+    """Serve the explorer on an ``n``-map fixture under ``root``, one page per browser session.
 
-    Yields ``{"url", "states" (each session's ExplorerState, in order), "root"}``.
+    Yields ``{"url", "pages" (each session's ExplorerPage, in order), "root", "dataset", "model"}``.
     """
-    import holoviews as hv
-    import panel as pn
+    from galexplore.ui.layout import build_app, configure_panel, warm_up
 
-    from galexplore.ui.layout import build_app, warm_up
-
-    dataset, model = build_ui_fixture(root, n=300)
-    pn.extension("tabulator", notifications=True)
-    hv.extension("bokeh")
+    dataset, model = build_ui_fixture(root, n=n)
+    configure_panel()
     warm_up()
-    states = []
+    pages = []
 
     def session():
-        app = build_app(dataset, model, export_dir=root / "exports", selections_dir=root / "selections",
-                        real_overlay=False)
-        states.append(app.explorer_state)
-        return app
+        page = build_app(dataset, model, selections_dir=root / "selections", models_dir=root / "models-trained",
+                         real_overlay=False, allowed_dirs=[root])
+        pages.append(page)
+        return page
 
     url, thread = serve_in_thread(session)
     try:
-        yield {"url": url, "states": states, "root": root}
+        yield {"url": url, "pages": pages, "root": root, "dataset": dataset, "model": model}
     finally:
         thread.stop()
+
+
+class BrowserLog:
+    """What a page did that the suite forbids: console errors and warnings from the page's
+    code, failed requests, and requests that left this machine."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def watch(self, page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("requestfailed", lambda request: self.problems.append(f"failed request: {request.url}"))
+        page.on("request", self._request)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text}")
+
+    def _request(self, request) -> None:
+        if not request.url.startswith(("http://localhost", "ws://localhost", "http://127.0.0.1", "ws://127.0.0.1",
+                                       "data:", "blob:")):
+            self.problems.append(f"request off this machine: {request.url}")
+
+
+def open_page(browser, url: str, log: BrowserLog, width: int = 1400, height: int = 1000):
+    """A new page at ``url`` with its console watched, once the latent map has drawn."""
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    log.watch(page)
+    page.goto(url, timeout=TIMEOUT_MS)
+    page.locator(".latent-figure canvas").first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text(re.compile(r"maps selected")).first.wait_for(timeout=TIMEOUT_MS)
+    return page
+
+
+def wait_for(condition, what: str, timeout_s: float = 90.0, page=None) -> None:
+    """Wait until ``condition()`` is true (generous limit: a loaded machine is slow)."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        if page is not None:
+            page.wait_for_timeout(200)
+        else:
+            time.sleep(0.2)
 
 
 CHANNELS = ["mom0", "mom1", "mom2", "env"]

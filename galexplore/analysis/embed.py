@@ -1,31 +1,46 @@
-"""Embeddings: one Parquet table per (model, dataset) with latents, projections and predictions.
+"""Embeddings: one Parquet table per (model outputs, dataset) with latents, projections and
+predictions, and the `LatentProjector` that made the projections.
 
 The table is keyed by the dataset's ``id`` column and cached next to the dataset (or in
-the user cache when the dataset directory is read-only), under a name built from the
-model's hash and the dataset's fingerprint, so a second start costs no inference.
+the user cache when the dataset directory is read-only). Its file name holds the digest of
+what the model computes (`outputs_key`: the weights and the card fields that change the
+forward pass), never the model's name or its boundary: a model saved again with another
+boundary, PCA or name reuses the cached outputs, and only the projection columns are
+derived again (milliseconds, UMAP included, since UMAP depends on the latents alone).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from galexplore.analysis.inference import run_model
+from galexplore.analysis.projections import LatentProjector
 from galexplore.data.dataset import Dataset, open_dataset
-from galexplore.data.recipes import get_recipe
-from galexplore.models.checkpoint import ModelCard, check_compatible, file_stem, load_checkpoint
+from galexplore.errors import DatasetError
+from galexplore.models.checkpoint import WEIGHTS_FILE, ModelCard, check_compatible, load_checkpoint, read_card
 from galexplore.models.device import resolve_device
 from galexplore.models.zoo import resolve_model
 from galexplore.paths import data_dir
 
 #: Rows above which UMAP is fitted on a subsample and applied to the rest.
 UMAP_SUBSAMPLE = 20_000
+#: Card fields that change what a model computes from its input, hence its cached outputs.
+FORWARD_FIELDS = ("architecture", "hyperparameters", "channels", "recipe", "input_size", "outputs")
+#: Parquet metadata key of the projector that made an embedding's projection columns.
+PROJECTOR_KEY = b"galexplore.projector"
 ProgressCallback = Callable[[int, int], None]
+StatusCallback = Callable[[str], None]
 
 
 class LoadedModel:
@@ -43,98 +58,198 @@ class LoadedModel:
         return self.card.name
 
 
-def prepare_inputs(card: ModelCard, dataset: Dataset, index) -> np.ndarray:
-    """Model input for rows ``index``: the card's channels through the card's recipe."""
-    channel_idx = [dataset.channel_index(c) for c in card.channels]
-    maps = np.asarray(dataset.maps[index], dtype=np.float32)[:, channel_idx]
-    return get_recipe(card.recipe)(maps)
+def outputs_key(checkpoint: str | os.PathLike, card: ModelCard) -> str:
+    """SHA-256 of a checkpoint's weights file and of the card fields in `FORWARD_FIELDS`.
+
+    The key of cached model outputs: it changes when the weights or the forward pass do,
+    and not when the name, metrics, boundary, PCA or PA calibration of the card do.
+    Computed from the file, without loading the model.
+    """
+    digest = hashlib.sha256(b"galexplore-outputs-v1\n")
+    with open(Path(checkpoint) / WEIGHTS_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    fields = {name: getattr(card, name) for name in FORWARD_FIELDS}
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def embedding_table(card: ModelCard, ids: np.ndarray, outputs: dict[str, np.ndarray],
-                    *, umap: bool = True, seed: int = 0) -> pd.DataFrame:
-    """Turn raw model outputs into the embedding table (column names in docs/CONTRACTS.md)."""
-    from galexplore.analysis.position_angle import PositionAngleCalibration, latent_angle
-    from galexplore.analysis.projections import PCAProjection, UMAPProjection, fold
-
+                    *, umap: bool = True, seed: int = 0) -> tuple[pd.DataFrame, LatentProjector]:
+    """Raw model outputs as the embedding table (column names in docs/CONTRACTS.md), and the
+    `LatentProjector` that made its projection columns (fitted with the card's extras)."""
     latent = outputs["latent"]
-    table = pd.DataFrame({"id": np.asarray(ids, dtype=np.int64)})
-    for k in range(latent.shape[1]):
-        table[f"latent_{k}"] = latent[:, k]
+    projector = LatentProjector(umap=umap, umap_subsample=UMAP_SUBSAMPLE, random_state=seed)
+    columns = projector.fit_transform(latent, extras=card.extras, ids=ids)
+    return _assemble(ids, outputs, columns), projector
 
-    pca_params = card.extras.get("pca")
-    pca = (PCAProjection.from_params(np.asarray(pca_params["mean"]), np.asarray(pca_params["components"]))
-           if pca_params else PCAProjection().fit(latent))
-    rotated = pca.transform(latent)
-    for k in range(rotated.shape[1]):
-        table[f"pca_{k}"] = rotated[:, k]
 
-    if rotated.shape[1] >= 3:
-        r, h = fold(rotated[:, :3])
-        table["folded_r"], table["folded_h"] = r, h
-        angle = latent_angle(rotated[:, :3])
-        calibration = card.extras.get("pa_calibration")
-        if calibration:
-            angle = PositionAngleCalibration.from_params(**calibration).transform(angle)
-        table["pa_latent"] = angle
-        boundary = card.extras.get("boundary")
-        if boundary:
-            table["pred_class"] = (r >= boundary["folded_r"]).astype(np.int8)
-
-    if umap and latent.shape[1] > 2 and len(latent) >= 10:
-        coords = UMAPProjection(subsample=UMAP_SUBSAMPLE, random_state=seed).fit_transform(latent)
-        table["umap_0"], table["umap_1"] = coords[:, 0], coords[:, 1]
-    elif latent.shape[1] == 2:
-        table["umap_0"], table["umap_1"] = latent[:, 0], latent[:, 1]
-
-    for name, values in outputs.items():
-        if name.startswith("pred_"):
-            table[name] = values
+def _assemble(ids, outputs: dict[str, np.ndarray], columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    latent = outputs["latent"]
+    table = {"id": np.asarray(ids, dtype=np.int64), **{f"latent_{k}": latent[:, k] for k in range(latent.shape[1])}}
+    table.update({name: values for name, values in columns.items() if not name.startswith("umap_")})
+    if "umap_0" in columns:
+        table["umap_0"], table["umap_1"] = columns["umap_0"], columns["umap_1"]
+    table.update({name: values for name, values in outputs.items() if name.startswith("pred_")})
     if "recon_mse" in outputs:
         table["recon_mse"] = outputs["recon_mse"]
-    floats = table.columns[(table.dtypes == np.float64).to_numpy()]
-    return table.astype({c: np.float32 for c in floats})  # float32 is ample for display; halves the cache
+    frame = pd.DataFrame(table)
+    if "pred_class" in frame.columns:
+        frame["pred_class"] = frame["pred_class"].astype(np.int8)
+    floats = frame.columns[(frame.dtypes == np.float64).to_numpy()]
+    return frame.astype({c: np.float32 for c in floats})  # float32 is ample for display; halves the cache
 
 
-def cache_candidates(model: LoadedModel, dataset: Dataset) -> list[Path]:
-    """Where the embedding of ``model`` on ``dataset`` may be cached: beside the dataset, then the user cache."""
-    name = f"{file_stem(model.card.name)}-{model.hash[:16]}-{dataset.fingerprint[:16]}.parquet"
+@dataclass
+class Embedding:
+    """An embedding table and the projector that made its projection columns.
+
+    Attributes
+    ----------
+    table : DataFrame keyed by ``id`` (row order of the dataset's catalogue).
+    projector : the fitted `LatentProjector`; its UMAP reference rows are in ``table``.
+    path : the cache file it was read from or written to.
+    """
+
+    table: pd.DataFrame
+    projector: LatentProjector
+    path: Path
+
+
+def cache_candidates(checkpoint: str | os.PathLike, card: ModelCard, dataset: Dataset) -> list[Path]:
+    """Where the outputs of the model at ``checkpoint`` on ``dataset`` may be cached: beside the
+    dataset, then in the user cache. The name holds `outputs_key` and the dataset's fingerprint."""
+    name = f"{outputs_key(checkpoint, card)[:24]}-{dataset.fingerprint[:16]}.parquet"
     return [Path(dataset.path) / "embeddings" / name, data_dir() / "embeddings" / name]
 
 
-def cache_path(model: LoadedModel, dataset: Dataset) -> Path | None:
-    """The cached embedding file of ``model`` on ``dataset``, or None when there is none."""
-    return next((p for p in cache_candidates(model, dataset) if p.is_file()), None)
+def cache_path(model, dataset: Dataset) -> Path | None:
+    """The cached embedding file of ``model`` (a `LoadedModel`, or anything with ``path`` and
+    ``card``) on ``dataset``, or None when there is none."""
+    return next((p for p in cache_candidates(model.path, model.card, dataset) if p.is_file()), None)
+
+
+def _card_part(extras: dict) -> dict:
+    """The parts of a card's extras that a projector takes as given."""
+    return {k: extras[k] for k in ("pca", "boundary", "pa_calibration") if extras.get(k)}
+
+
+def _read_cached(path: Path, card: ModelCard) -> tuple[pd.DataFrame, LatentProjector] | None:
+    """The cached table and projector; None when the file is not a readable galexplore embedding."""
+    import pyarrow.parquet as pq
+
+    try:
+        arrow = pq.read_table(path)
+        record = json.loads((arrow.schema.metadata or {})[PROJECTOR_KEY])
+    except (OSError, KeyError, ValueError):
+        return None  # unreadable or from an older galexplore: recomputed and replaced
+    table = arrow.to_pandas()
+    latent = table[_latent_columns(table)].to_numpy(np.float64)
+    reference = None
+    fit_ids = (record.get("umap") or {}).get("fit_ids")
+    if fit_ids is not None and {"umap_0", "umap_1"} <= set(table.columns):
+        rows = np.flatnonzero(np.isin(table["id"].to_numpy(), fit_ids))
+        reference = (latent[rows], table[["umap_0", "umap_1"]].to_numpy(np.float64)[rows])
+    projector = LatentProjector.from_dict(record, umap_reference=reference)
+    if _card_part(card.extras) != _card_part(record):
+        # the card's PCA, boundary or PA calibration changed (e.g. a boundary saved into a copy of the
+        # model): derive the projections again from the cached latents, keeping UMAP
+        fresh = LatentProjector(umap=False, umap_subsample=projector.umap_subsample,
+                                umap_neighbors=projector.umap_neighbors, umap_min_dist=projector.umap_min_dist,
+                                random_state=projector.random_state)
+        columns = fresh.fit_transform(latent, extras=card.extras)
+        fresh.umap_reference_, fresh.umap_ids_ = projector.umap_reference_, projector.umap_ids_
+        table = _assemble(table["id"].to_numpy(), _outputs_of(table), {**columns, **_umap_of(table)})
+        projector = fresh
+    return table, projector
+
+
+def _latent_columns(table: pd.DataFrame) -> list[str]:
+    return sorted((c for c in table.columns if c.startswith("latent_") and c[7:].isdigit()), key=lambda c: int(c[7:]))
+
+
+def _outputs_of(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    outputs = {"latent": table[_latent_columns(table)].to_numpy(np.float32)}
+    outputs.update({c: table[c].to_numpy() for c in table.columns if c.startswith("pred_") and c != "pred_class"})
+    if "recon_mse" in table.columns:
+        outputs["recon_mse"] = table["recon_mse"].to_numpy()
+    return outputs
+
+
+def _umap_of(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: table[c].to_numpy() for c in ("umap_0", "umap_1") if c in table.columns}
+
+
+def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 256, force: bool = False,
+                   umap: bool = True, progress_callback: ProgressCallback | None = None,
+                   status_callback: StatusCallback | None = None) -> Embedding:
+    """The embedding of ``model`` on ``dataset`` and its projector, from the cache when present.
+
+    Parameters
+    ----------
+    model : a `LoadedModel`, a checkpoint directory, a zoo name, or anything with ``path``,
+        ``card`` and ``loaded()`` (returning a `LoadedModel`), such as the explorer's
+        model handles. A cached embedding is read without loading the weights into torch.
+    dataset : a `Dataset` or a dataset directory.
+    force : recompute and overwrite the cache.
+    umap : fit UMAP when computing (a cached table without UMAP gets it added).
+    progress_callback : called with (maps encoded, maps in total) during inference.
+    status_callback : called with one line on each step taken (encoding, fitting UMAP, writing).
+    """
+    say = status_callback or (lambda text: None)
+    dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    if isinstance(model, LoadedModel):
+        checkpoint, card, load = model.path, model.card, lambda: model
+    elif hasattr(model, "loaded"):
+        checkpoint, card, load = model.path, model.card, model.loaded
+    else:
+        checkpoint = resolve_model(str(model))
+        card = read_card(checkpoint)
+        load = lambda: LoadedModel(checkpoint, device=device)  # noqa: E731
+    candidates = cache_candidates(checkpoint, card, dataset)
+    cached = next((p for p in candidates if p.is_file()), None)
+    found = None if force or cached is None else _read_cached(cached, card)
+    if found is not None:
+        table, projector = found
+        _check_rows(table, dataset)
+        if not umap or "umap_0" in table.columns or projector.n_features_in_ < 3:
+            return Embedding(table, projector, cached)
+    check_compatible(card, dataset)
+    if found is not None:  # cached outputs that lack only UMAP
+        outputs, ids = _outputs_of(found[0]), found[0]["id"].to_numpy()
+    else:
+        loaded = load()
+        say(f"encoding {len(dataset):,} maps with {card.name}")
+        outputs = run_model(loaded.model, card, dataset, device=loaded.device,
+                            batch_size=batch_size, progress_callback=progress_callback)
+        ids = dataset.catalog["id"].to_numpy()
+    if umap and outputs["latent"].shape[1] > 2:
+        say(f"fitting UMAP on {min(len(ids), UMAP_SUBSAMPLE):,} latent vectors "
+            "(the first fit in a process also compiles UMAP: about a minute on 2 cores)")
+    table, projector = embedding_table(card, ids, outputs, umap=umap)
+    metadata = {"model": card.name, "outputs_key": outputs_key(checkpoint, card), "dataset": str(dataset.path),
+                "dataset_fingerprint": dataset.fingerprint, "created_unix": f"{time.time():.0f}"}
+    say("writing the embedding cache")
+    beside, user_cache = candidates
+    try:
+        path = _write_atomically(table, beside, metadata, projector)
+    except OSError:  # a read-only dataset directory: cache in the user's directory instead
+        path = _write_atomically(table, user_cache, metadata, projector)
+    return Embedding(table, projector, path)
+
+
+def _check_rows(table: pd.DataFrame, dataset: Dataset) -> None:
+    if len(table) != len(dataset):
+        raise DatasetError(f"the cached embedding has {len(table)} rows but the dataset {len(dataset)}; "
+                           "recompute it with `galexplore embed MODEL DATASET --force`")
 
 
 def load_or_compute_embedding(model, dataset, *, device: str = "auto", batch_size: int = 256,
                               force: bool = False, umap: bool = True,
                               progress_callback: ProgressCallback | None = None) -> pd.DataFrame:
-    """The embedding of ``model`` on ``dataset``, from the cache when present.
-
-    Parameters
-    ----------
-    model : a `LoadedModel`, a checkpoint directory or a zoo name.
-    dataset : a `Dataset` or a dataset directory.
-    force : recompute and overwrite the cache.
-    progress_callback : called with (maps done, maps total) during inference.
-    """
-    model = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
-    dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    cached = cache_path(model, dataset)
-    if cached is not None and not force:
-        return pd.read_parquet(cached)
-    check_compatible(model.card, dataset)
-    outputs = run_model(model.model, model.card, dataset, device=model.device,
-                        batch_size=batch_size, progress_callback=progress_callback)
-    table = embedding_table(model.card, dataset.catalog["id"].to_numpy(), outputs, umap=umap)
-    metadata = {"model": model.card.name, "model_hash": model.hash, "dataset": str(dataset.path),
-                "dataset_fingerprint": dataset.fingerprint, "created_unix": f"{time.time():.0f}"}
-    beside, user_cache = cache_candidates(model, dataset)
-    try:
-        _write_atomically(table, beside, metadata)
-    except OSError:  # a read-only dataset directory: cache in the user's directory instead
-        _write_atomically(table, user_cache, metadata)
-    return table
+    """The embedding table of ``model`` on ``dataset`` (see `load_embedding`)."""
+    return load_embedding(model, dataset, device=device, batch_size=batch_size, force=force, umap=umap,
+                          progress_callback=progress_callback).table
 
 
 def embed(model, dataset, *, device: str = "auto", batch_size: int = 256, force: bool = False,
@@ -142,29 +257,39 @@ def embed(model, dataset, *, device: str = "auto", batch_size: int = 256, force:
     """`galexplore embed`: compute (or find) the cached embedding and return its path."""
     from tqdm.auto import tqdm
 
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     bar = tqdm(total=len(ds), unit="map", disable=not progress, desc="embedding")
 
     def advance(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    load_or_compute_embedding(loaded, ds, batch_size=batch_size, force=force, progress_callback=advance)
+    def say(text: str) -> None:
+        if progress:
+            bar.write(text, file=sys.stderr)
+
+    found = load_embedding(model, ds, device=device, batch_size=batch_size, force=force,
+                           progress_callback=advance, status_callback=say)
     bar.close()
-    return cache_path(loaded, ds)
+    return found.path
 
 
-def _write_atomically(table: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+def _write_atomically(table: pd.DataFrame, path: Path, metadata: dict[str, str],
+                      projector: LatentProjector) -> Path:
+    """Write the table (with the projector in its metadata) through a temporary file of a
+    unique name in the same directory; returns ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
-                                           **{f"galexplore.{k}": str(v) for k, v in metadata.items()}})
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    arrow = arrow.replace_schema_metadata({
+        **(arrow.schema.metadata or {}), **{f"galexplore.{k}": str(v) for k, v in metadata.items()},
+        PROJECTOR_KEY: json.dumps(projector.to_dict(), allow_nan=False)})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp-embed")
+    os.close(fd)
     try:
         pq.write_table(arrow, tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
+    return path

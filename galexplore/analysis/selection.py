@@ -736,7 +736,7 @@ class NamedSelections:
         path = self._path(name)
         if not path.is_file():
             raise SelectionError(
-                f"no saved selection named {name!r} in {self.directory}; saved ones: {self.names() or 'none'}"
+                f"no saved selection named {name!r}; saved ones: {', '.join(self.names()) or 'none'}"
             )
         try:
             record = json.loads(path.read_text())
@@ -746,7 +746,7 @@ class NamedSelections:
                 dataset_fingerprint=record.get("dataset_fingerprint"),
                 created_utc=record.get("created_utc", ""))
         except (ValueError, KeyError, TypeError, ParameterError) as exc:
-            raise SelectionError(f"{path} is not a valid saved selection ({exc}); delete it and save again") from None
+            raise SelectionError(f"the saved selection {name!r} is not readable ({exc}); save it again") from None
 
     def names(self) -> list[str]:
         """Sorted names of the saved selections."""
@@ -758,5 +758,6 @@ class NamedSelections:
         """Remove a saved selection (:class:`SelectionError` if there is none)."""
         path = self._path(name)
         if not path.is_file():
-            raise SelectionError(f"no saved selection named {name!r} to delete; saved ones: {self.names() or 'none'}")
+            saved = ", ".join(self.names()) or "none"
+            raise SelectionError(f"no saved selection named {name!r} to delete; saved ones: {saved}")
         path.unlink()

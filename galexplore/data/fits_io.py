@@ -747,7 +747,8 @@ def import_fits(sources, out: str | os.PathLike, channels=None, *, hdu: int | st
     resized to 64 x 64 by nearest neighbour (`recipes.resize_nearest`). The catalogue has
     ``id`` = ``galaxy_id`` = row, ``view`` = 0, ``name``, ``file``, ``original_size_px``,
     ``blank_fraction`` (of the original mom1 map, else of the first channel), ``bunit`` (as
-    written), ``flipped_ew`` and ``flipped_ns``. The provenance lists the imported and the skipped files with the reasons.
+    written), ``flipped_ew`` and ``flipped_ns``. The provenance lists the imported and the skipped
+    files with the reasons.
 
     Raises
     ------

@@ -187,7 +187,8 @@ class Observation:
         centre = (setup.map_pixels - 1) / 2.0 + 1.0  # FITS pixels count from 1
         header = fits.Header()
         header["NAXIS"] = 3
-        header["NAXIS1"], header["NAXIS2"], header["NAXIS3"] = setup.map_pixels, setup.map_pixels, len(self.velocities_kms)
+        header["NAXIS1"] = header["NAXIS2"] = setup.map_pixels
+        header["NAXIS3"] = len(self.velocities_kms)
         header["CTYPE1"], header["CUNIT1"] = "RA---SIN", "deg"
         header["CRPIX1"], header["CRVAL1"], header["CDELT1"] = centre, 0.0, -setup.pixel_arcsec / 3600.0
         header["CTYPE2"], header["CUNIT2"] = "DEC--SIN", "deg"

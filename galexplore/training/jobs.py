@@ -1,19 +1,27 @@
-"""Background training: each run in its own process, so a crash or OOM cannot take the app down.
+"""Background work in separate processes, so a crash or OOM cannot take the app down.
 
 A `TrainingJob` runs `galexplore.training.loops.train` (or, for a `HeadConfig`,
 `galexplore.training.heads.train_head`) in a process started with the "spawn" method,
 streams its progress events back through a queue, writes into a private temporary
 directory inside the models directory and renames it into place only when the run
-succeeds. A `JobManager` runs one job at a time and queues the rest.
+succeeds. With ``embed=True`` the same process then computes the new model's embedding of
+the job's dataset (reporting its progress), so that switching to the model costs the
+server no inference. An `EmbeddingJob` computes one embedding the same way. A
+`JobManager` runs one job at a time and queues the rest, and forgets finished jobs beyond
+`KEEP_FINISHED`.
 
-The training process yields the CPU to the app: it runs at niceness `JOB_NICENESS`
-(set by the parent the moment the process exists, so every thread it creates inherits
-it) and caps its torch, OpenMP and BLAS thread pools at `cpu_threads`.
+The process yields the CPU to the app: it runs at niceness `JOB_NICENESS` (set by the
+parent the moment the process exists, so every thread it creates inherits it) and caps
+its torch, OpenMP and BLAS thread pools at `cpu_threads`. Temporary directories of
+processes that died without cleaning up (a ``kill -9`` of the server) are removed by the
+next `JobManager` of that models directory.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
 import multiprocessing
 import os
 import queue as queue_module
@@ -22,6 +30,8 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,10 @@ QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", 
 _DONE = frozenset({FINISHED, CANCELLED, FAILED})
 TMP_PREFIX = ".training-"
 _CHECKPOINT = "checkpoint"
+#: File in a job's temporary directory naming the process that owns it.
+_OWNER_FILE = "owner.json"
+#: Finished jobs a `JobManager` remembers (older ones are forgotten; their results stay on disk).
+KEEP_FINISHED = 20
 #: Niceness of a training process (0 = the server's default, 19 = lowest priority): with
 #: Linux's scheduler weights a niceness-10 process gets about 1/10 of a core the server wants.
 JOB_NICENESS = 10
@@ -71,9 +85,48 @@ def _limit_threads(threads: int) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=threads)
 
 
-def _run_in_child(config: TrainConfig | HeadConfig, dataset_path: str, out_dir: str, events: Any,
-                  stop_event: Any) -> None:
-    """Body of the training process: report every outcome through ``events``."""
+@dataclass
+class EmbedConfig:
+    """What an `EmbeddingJob` (or a training job's last step) embeds.
+
+    Attributes
+    ----------
+    model_path : checkpoint directory.
+    umap : fit UMAP on the latents.
+    num_threads : CPU threads; None: every core but one.
+    """
+
+    model_path: str
+    umap: bool = True
+    num_threads: int | None = None
+    kind: str = "embedding"
+
+    def validate(self) -> None:
+        if not str(self.model_path).strip():
+            raise ParameterError("an embedding job needs the checkpoint directory of the model")
+
+
+def _embed_in_child(model_path: str, dataset_path: str, umap: bool, events: Any) -> str:
+    """Compute (or find) the embedding, reporting its steps as ``("stage", {...})`` events."""
+    from galexplore.analysis.embed import load_embedding
+
+    def progress(done: int, total: int) -> None:
+        events.put(("stage", {"what": "encoding maps", "done": done, "total": total}))
+
+    def status(text: str) -> None:
+        events.put(("stage", {"what": text, "done": None, "total": None}))
+
+    return str(load_embedding(model_path, dataset_path, umap=umap, progress_callback=progress,
+                              status_callback=status).path)
+
+
+def _run_in_child(config: TrainConfig | HeadConfig | EmbedConfig, dataset_path: str, out_dir: str, events: Any,
+                  stop_event: Any, embed_umap: bool | None = None) -> None:
+    """Body of the background process: report every outcome through ``events``.
+
+    ``embed_umap`` not None: after training, embed ``dataset_path`` with the new model
+    (with or without UMAP) before reporting the run finished.
+    """
     lower_priority()  # the parent did it already; this covers a parent that lost the race
     try:
         from galexplore.models.device import resolve_device
@@ -81,9 +134,11 @@ def _run_in_child(config: TrainConfig | HeadConfig, dataset_path: str, out_dir: 
         def report(event: dict[str, Any]) -> None:
             events.put(("progress", event))
 
-        on_cpu = isinstance(config, HeadConfig) or resolve_device(config.device).type == "cpu"
+        on_cpu = isinstance(config, (HeadConfig, EmbedConfig)) or resolve_device(config.device).type == "cpu"
         with _limit_threads(cpu_threads(config)) if on_cpu else contextlib.nullcontext():
-            if isinstance(config, HeadConfig):
+            if isinstance(config, EmbedConfig):
+                path = _embed_in_child(config.model_path, dataset_path, config.umap, events)
+            elif isinstance(config, HeadConfig):
                 from galexplore.training.heads import train_head
 
                 path = train_head(config, out_dir, callback=report, stop_event=stop_event)
@@ -91,24 +146,32 @@ def _run_in_child(config: TrainConfig | HeadConfig, dataset_path: str, out_dir: 
                 from galexplore.training.loops import train
 
                 path = train(config, dataset_path, out_dir, callback=report, stop_event=stop_event)
+                if embed_umap is not None and not stop_event.is_set():
+                    _embed_in_child(str(path), dataset_path, embed_umap, events)
         events.put(("finished", str(path)))
     except BaseException as err:  # the parent must hear of every failure, whatever it is
         events.put(("failed", f"{type(err).__name__}: {err}"))
 
 
 class TrainingJob:
-    """One training run in a separate process.
+    """One training run (or, with an `EmbedConfig`, one embedding) in a separate process.
 
     Parameters
     ----------
-    config : TrainConfig
-        What to train.
+    config : TrainConfig, HeadConfig or EmbedConfig
+        What to run.
     dataset_path : path-like
         Dataset directory (opened in the child process).
     models_dir : path-like
-        Where the checkpoint directory ``models_dir / name`` appears on success.
+        Where the checkpoint directory ``models_dir / name`` appears on success (its
+        private temporary directory lives there too).
     name : str, optional
         Checkpoint directory name; default ``<kind>-<UTC time>``. Must not exist yet.
+    embed : bool
+        After training, compute the new model's embedding of ``dataset_path`` in the same
+        process (``stage`` shows its progress); the job finishes when it is cached.
+    embed_umap : bool
+        Fit UMAP in that embedding.
 
     Attributes
     ----------
@@ -117,16 +180,20 @@ class TrainingJob:
     error : str or None
         Why the run failed.
     result : pathlib.Path or None
-        The checkpoint directory once the run has finished (or was cancelled after it saved).
+        The checkpoint directory once the run has finished (or was cancelled after it
+        saved); for an `EmbedConfig`, the embedding's cache file.
     events : list of dict
-        Progress events received so far (see `train`).
+        Training progress events received so far (see `train`).
+    stage : dict or None
+        The latest step after training: ``{"what": str, "done": int | None, "total": int | None}``.
     message : str
         One line for the user about the job's state.
     process : multiprocessing.Process or None
     """
 
-    def __init__(self, config: TrainConfig, dataset_path: str | os.PathLike, models_dir: str | os.PathLike,
-                 name: str | None = None):
+    def __init__(self, config: TrainConfig | HeadConfig | EmbedConfig, dataset_path: str | os.PathLike,
+                 models_dir: str | os.PathLike, name: str | None = None, embed: bool = False,
+                 embed_umap: bool = True):
         config.validate()
         self.config = config
         self.dataset_path = Path(dataset_path)
@@ -136,9 +203,12 @@ class TrainingJob:
             raise ParameterError(f"model name {self.name!r} must be letters, digits, '.', '_' or '-' "
                                  "(no spaces or slashes); choose another name")
         self.destination = self.models_dir / self.name
-        if self.destination.exists():
+        if not self.is_embedding and self.destination.exists():
             raise ParameterError(f"{self.destination} already exists; choose another model name")
+        self.embed = embed and isinstance(config, TrainConfig)
+        self.embed_umap = embed_umap
         self.events: list[dict[str, Any]] = []
+        self.stage: dict[str, Any] | None = None
         self.error: str | None = None
         self.result: Path | None = None
         self.message = "waiting to start"
@@ -149,6 +219,10 @@ class TrainingJob:
         self._stop: Any = None
         self._cancel_requested = False
         self._lock = threading.RLock()
+
+    @property
+    def is_embedding(self) -> bool:
+        return isinstance(self.config, EmbedConfig)
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -167,12 +241,12 @@ class TrainingJob:
         return self.status in _DONE
 
     def start(self) -> None:
-        """Start the training process (once)."""
+        """Start the process (once)."""
         with self._lock:
             if self._status != QUEUED:
                 raise ParameterError(f"job {self.name!r} is {self._status}; it can be started only once")
             self.models_dir.mkdir(parents=True, exist_ok=True)
-            if self.destination.exists():
+            if not self.is_embedding and self.destination.exists():
                 raise ParameterError(f"{self.destination} appeared since the job was queued; "
                                      "choose another model name")
             context = multiprocessing.get_context("spawn")
@@ -180,18 +254,21 @@ class TrainingJob:
             self._queue = context.Queue()
             self._stop = context.Event()
             self.process = context.Process(
-                target=_run_in_child, name=f"galexplore-train-{self.name}", daemon=True,
+                target=_run_in_child, name=f"galexplore-{self.config.kind}-{self.name}", daemon=True,
                 args=(self.config, str(self.dataset_path), str(self._tmp_dir / _CHECKPOINT), self._queue,
-                      self._stop),
+                      self._stop, self.embed_umap if self.embed else None),
             )
             try:
                 self.process.start()
             except BaseException as err:
-                self._fail(f"could not start the training process: {type(err).__name__}: {err}")
+                self._fail(f"could not start the background process: {type(err).__name__}: {err}")
                 raise
             lower_priority(self.process.pid)  # before the child starts threads, which inherit it
+            (self._tmp_dir / _OWNER_FILE).write_text(json.dumps({"server_pid": os.getpid(),
+                                                                  "job_pid": self.process.pid}))
             self._status = RUNNING
-            self.message = f"training {self.config.kind} ({self.config.epochs} epochs)"
+            self.message = (f"embedding with {Path(self.config.model_path).name}" if self.is_embedding
+                            else f"training {self.config.kind} ({self.config.epochs} epochs)")
 
     def poll(self) -> None:
         """Read pending progress events and settle the job if its process has ended."""
@@ -204,9 +281,11 @@ class TrainingJob:
                 if outcome is None:
                     code = self.process.exitcode
                     hint = " (killed: possibly out of memory)" if code is not None and code < 0 else ""
-                    outcome = ("failed", f"the training process ended unexpectedly with exit code {code}{hint}")
+                    outcome = ("failed", f"the background process ended unexpectedly with exit code {code}{hint}")
             if outcome is not None:
                 self._settle(*outcome)
+            elif self.stage is not None:
+                self.message = stage_text(self.stage)
             elif self.events:
                 event = self.events[-1]
                 self.message = (f"epoch {event['epoch']}/{event['epochs']}: val loss {event['val_loss']:.4g}, "
@@ -260,6 +339,8 @@ class TrainingJob:
                 return outcome
             if kind == "progress":
                 self.events.append(payload)
+            elif kind == "stage":
+                self.stage = payload
             else:
                 outcome = (kind, payload)
 
@@ -268,7 +349,12 @@ class TrainingJob:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        if kind == "finished":
+        if kind == "finished" and self.is_embedding:
+            self.result = Path(payload)
+            self._status = FINISHED
+            self.message = "finished: the embedding is cached"
+            self._cleanup()
+        elif kind == "finished":
             try:
                 os.replace(payload, self.destination)
             except OSError as err:
@@ -297,6 +383,8 @@ class TrainingJob:
         self._cleanup()
 
     def _cleanup(self) -> None:
+        """Remove the temporary directory and release the queue and the stop event (their
+        semaphores), so that nothing of the job outlives it but its result."""
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
@@ -304,10 +392,56 @@ class TrainingJob:
             self._queue.close()
             self._queue.join_thread()
             self._queue = None
+        self._stop = None
+
+
+def stage_text(stage: dict[str, Any]) -> str:
+    """One line for a job's step after training (``TrainingJob.stage``)."""
+    if stage.get("total"):
+        return f"{stage['what']}: {stage['done']:,} of {stage['total']:,}"
+    return str(stage["what"])
+
+
+def embedding_job(model_path: str | os.PathLike, dataset_path: str | os.PathLike, models_dir: str | os.PathLike,
+                 umap: bool = True) -> TrainingJob:
+    """A job that computes (or finds) the embedding of a model on a dataset in a background
+    process; ``result`` is the cache file. ``models_dir`` holds its temporary directory."""
+    return TrainingJob(EmbedConfig(str(model_path), umap=umap), dataset_path, models_dir,
+                       name=f"embedding-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+
+
+def sweep_orphans(models_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary directories in ``models_dir`` whose job process is no longer
+    running (left by a server that was killed); returns those removed. Directories of live
+    processes, and of processes this one cannot see, are left alone."""
+    removed = []
+    for directory in Path(models_dir).glob(f"{TMP_PREFIX}*"):
+        try:
+            owner = json.loads((directory / _OWNER_FILE).read_text())
+            pid = int(owner["job_pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not written by this version, or still being created: leave it
+        try:
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's live process
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
+_MANAGERS: weakref.WeakSet = weakref.WeakSet()
 
 
 class JobManager:
-    """Runs training jobs one at a time (per manager); further jobs wait in a queue.
+    """Runs jobs one at a time (per manager); further jobs wait in a queue.
+
+    Creating a manager removes the temporary directories that dead jobs left in
+    ``models_dir`` (`sweep_orphans`); the jobs of every manager are cancelled when the
+    process exits.
 
     Parameters
     ----------
@@ -324,22 +458,30 @@ class JobManager:
         self.max_concurrent = max_concurrent
         self.jobs: list[TrainingJob] = []
         self._lock = threading.RLock()
+        if self.models_dir.is_dir():
+            sweep_orphans(self.models_dir)
+        _MANAGERS.add(self)
 
-    def submit(self, config: TrainConfig, dataset_path: str | os.PathLike, name: str | None = None) -> TrainingJob:
+    def submit(self, config: TrainConfig | HeadConfig | EmbedConfig, dataset_path: str | os.PathLike,
+               name: str | None = None, embed: bool = False, embed_umap: bool = True) -> TrainingJob:
         """Queue a job and start it if a slot is free; returns the job (see its ``message``)."""
         with self._lock:
             name = name or self._free_name(config.kind)
             taken = {job.name for job in self.jobs if job.status in (QUEUED, RUNNING)}
             if name in taken:
                 raise ParameterError(f"another job already writes model {name!r}; choose another name")
-            job = TrainingJob(config, dataset_path, self.models_dir, name=name)
+            job = TrainingJob(config, dataset_path, self.models_dir, name=name, embed=embed, embed_umap=embed_umap)
             self.jobs.append(job)
             self.poll()
             return job
 
     def poll(self) -> None:
-        """Update every job and start queued jobs while slots are free."""
+        """Update every job, start queued jobs while slots are free, and forget finished jobs
+        beyond the `KEEP_FINISHED` most recent."""
         with self._lock:
+            finished = [job for job in self.jobs if job._status in _DONE]
+            for job in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
+                self.jobs.remove(job)
             running = [job for job in self.jobs if job.status == RUNNING]
             waiting = [job for job in self.jobs if job.status == QUEUED]
             position = 0
@@ -378,3 +520,11 @@ class JobManager:
             n += 1
             candidate = f"{kind}-{stamp}-{n}"
         return candidate
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At exit: stop every job's process and release its queue, so that none outlives the
+    server and no semaphore is reported leaked."""
+    for manager in list(_MANAGERS):
+        manager.shutdown(grace_s=2.0)

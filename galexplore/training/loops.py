@@ -341,7 +341,8 @@ def _prepare_autoencoder(config: TrainConfig, dataset: Any) -> _Problem:
         hyperparameters={"in_channels": 1, "latent_dim": latent_dim},
         channels=channels, recipe=recipe, rows=rows,
         inputs=_load_inputs(dataset, channels, recipe, rows), labels=None,
-        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=weights, sampler=sampler,
+        train_index=train_index, validation_index=validation_index, test_index=test_index,
+        sampling_weights=weights, sampler=sampler,
         latent_names=[f"z{i}" for i in range(latent_dim)],
     )
 
@@ -358,7 +359,8 @@ def _prepare_vae(config: TrainConfig, dataset: Any) -> _Problem:
         hyperparameters={"latent_dim": latent_dim, "in_channels": 1},
         channels=channels, recipe="physical", rows=rows,
         inputs=_load_inputs(dataset, channels, "physical", rows), labels=None,
-        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
+        train_index=train_index, validation_index=validation_index, test_index=test_index,
+        sampling_weights=np.ones(len(train_index)),
         sampler="uniform", latent_names=[f"z{i}" for i in range(latent_dim)],
     )
 
@@ -414,12 +416,14 @@ def _prepare_regressor(config: TrainConfig, dataset: Any) -> _Problem:
                          "output_units": [units.get(name, "") for name in outputs], "latent_dim": latent_dim},
         channels=channels, recipe="physical", rows=rows, inputs=inputs,
         labels=torch.from_numpy(labels[rows].astype(np.float32)),
-        train_index=train_index, validation_index=validation_index, test_index=test_index, sampling_weights=np.ones(len(train_index)),
+        train_index=train_index, validation_index=validation_index, test_index=test_index,
+        sampling_weights=np.ones(len(train_index)),
         sampler="uniform", latent_names=[f"h{i}" for i in range(latent_dim)],
         outputs=outputs, output_units={name: units.get(name, "") for name in outputs},
         extras={"input_scale": dict(zip(channels, scale)),
                 "input_scale_rule": f"{', '.join(sorted(VELOCITY_CHANNELS))}: {VELOCITY_SCALE_KMS:g} km/s; "
-                                    f"other channels: {SCALE_PERCENTILE:g}th percentile of non-blank |training values|"},
+                                    f"other channels: {SCALE_PERCENTILE:g}th percentile of non-blank "
+                                    "|training values|"},
         label_columns=label_columns, configure=configure,
     )
 

@@ -1,330 +1,391 @@
-"""The latent map: every galaxy of the chosen projection, rendered server-side by Datashader.
+"""The latent map: every galaxy of the chosen projection, rendered on the server.
 
-Layers, bottom to top: all visible galaxies (rasterised, mean of the colour column or
-counts in density mode, dynamically spread), the selection (rasterised in one colour),
-the last lasso outline, the decision boundary, imported galaxies as labelled markers, and,
-once fewer than `HOVER_LIMIT` galaxies are in view, invisible points that carry hover
-tooltips. Lasso, box and tap gestures go to `ExplorerState`, which selects server-side
-with `galexplore.analysis.selection.PointIndex` (exact polygon test).
+One Bokeh figure whose layers are, bottom to top: the visible galaxies as an image (mean of
+the colour column per pixel, or maps per pixel; `galexplore.explorer.raster`), the
+selection in one colour, the last lasso or box, the model card's kappa boundary (dashed)
+and the one fitted in this session (solid), imported galaxies as labelled stars, and, once
+fewer than `HOVER_LIMIT` galaxies are in view, invisible points that carry hover tooltips.
 
-Speed: both rasterised layers are sent as float32 (Datashader's mean, and the counts that
-HoloViews turns into float64 to mark empty pixels NaN, are float64: twice the bytes); the
-selection layer and outline are redrawn in the tick after a gesture, so the selection
-count reaches the browser first.
+The view follows the session's state: another bundle or projection shows the whole new
+projection (and Reset returns there), another colouring retitles the colourbar with the
+column's unit. Lasso, box and click go to the state, which selects exactly on the server.
+The mouse wheel scrolls the page; zooming with it is one click on the wheel-zoom tool.
 """
 
 from __future__ import annotations
 
-import datashader as ds
-import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401 -- registers the Bokeh backend whose options are used here
 import numpy as np
-import pandas as pd
 import panel as pn
 import param
-from holoviews.operation.datashader import dynspread, rasterize
+from bokeh.events import RangesUpdate, SelectionGeometry, Tap
+from bokeh.models import (BoxSelectTool, BoxZoomTool, ColorBar, ColumnDataSource, HoverTool, LabelSet, LassoSelectTool,
+                          Legend, LegendItem, LinearColorMapper, PanTool, Range1d, ResetTool, SaveTool, WheelZoomTool)
+from bokeh.plotting import figure
 
-from galexplore.ui.colours import MARKER_COLOUR, SELECTION_COLOUR, axis_label
-from galexplore.ui.callbacks import guarded
-from galexplore.ui.state import ExplorerState
-from galexplore.ui.text import literal
+from galexplore.explorer.boundaries import boundary_line, fitted_line
+from galexplore.explorer.colours import (FITTED_BOUNDARY_COLOUR, MARKER_COLOUR, MODEL_BOUNDARY_COLOUR,
+                                         SELECTION_COLOUR)
+from galexplore.explorer.placement import visible_labels
+from galexplore.explorer.raster import rasterize
+from galexplore.ui.feedback import on_document, on_event, rule
+from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState
 
-#: Colour of the decision boundary (dashed), visible on the white background and the colour maps.
-BOUNDARY_COLOUR = "#222222"
-#: Galaxies in view below which hover tooltips are attached (each costs ~100 bytes per render).
+#: Galaxies in view below which hover tooltips are sent (each costs ~100 bytes per render).
 HOVER_LIMIT = 2000
-PLOT_WIDTH, PLOT_HEIGHT = 640, 560
-#: Largest spread of isolated points, in pixels on each side (Numba compiles one kernel per size).
-MAX_SPREAD_PX = 3
+#: Size of the map's data area in screen pixels (the image has one pixel per screen pixel).
+FRAME_WIDTH, FRAME_HEIGHT = 500, 460
 #: Columns shown in the hover tooltip when present.
 HOVER_COLUMNS = ("id", "kappa", "pa", "inc", "log_mstar", "pred_class", "pa_latent", "recon_mse")
+TRANSPARENT = "rgba(0, 0, 0, 0)"
 
 
-def points_element(frame: pd.DataFrame, xlabel: str, ylabel: str, value_label: str) -> hv.Points:
-    """HoloViews points with columns ``x``, ``y``, ``value`` and axis labels with units."""
-    return hv.Points(frame, kdims=[hv.Dimension("x", label=xlabel), hv.Dimension("y", label=ylabel)],
-                     vdims=[hv.Dimension("value", label=value_label)])
+def _lines(polylines: list[np.ndarray]) -> dict:
+    return {"xs": [p[:, 0].tolist() for p in polylines], "ys": [p[:, 1].tolist() for p in polylines]}
 
 
-def as_float32(image: hv.Image) -> hv.Image:
-    """The aggregate ``image`` with float32 values and empty pixels NaN: half the bytes of
-    float64 sent to the browser, exact for counts below 2**24 and to 7 significant digits
-    otherwise. A value dimension's ``nodata`` (0 for counts) becomes NaN here, since HoloViews
-    would otherwise turn it into NaN itself, in float64, when the plot reads the image."""
-    if image.interface.datatype != "xarray":  # rasterize gives xarray already
-        image = image.clone(datatype=["xarray"])
-    data, vdims = image.data, []
-    for dim in image.vdims:
-        values = data[dim.name]
-        if dim.nodata is None and not (values.dtype.kind == "f" and values.dtype.itemsize > 4):
-            vdims.append(dim)
-            continue
-        values = values.astype(np.float32)
-        if dim.nodata is not None:
-            values = values.where(values != dim.nodata)
-        data = data.assign({dim.name: values})
-        vdims.append(dim.clone(nodata=None))
-    # the grid is unchanged: pass its densities rather than recompute them (an empty layer has zero extent)
-    return image.clone(data, vdims=vdims, xdensity=image.xdensity, ydensity=image.ydensity)
+class LatentMap(pn.viewable.Viewer):
+    """The interactive latent map of one session."""
 
+    map = param.ClassSelector(class_=MapState)
+    selection = param.ClassSelector(class_=SelectionState)
+    boundary = param.ClassSelector(class_=FittedBoundary)
+    messages = param.ClassSelector(class_=Messages)
 
-def boundary_path(projection: str, r: float | None, extent: tuple[float, float]) -> hv.Path:
-    """The folded-space boundary r = const: a vertical line in (r, h), a circle in PCA 0-1."""
-    if r is None or not np.isfinite(r):
-        return hv.Path([])
-    if projection == "folded (r, h)":
-        return hv.Path([np.array([[r, extent[0]], [r, extent[1]]])])
-    if projection == "PCA 0 vs 1":
-        t = np.linspace(0.0, 2.0 * np.pi, 181)
-        return hv.Path([np.column_stack([r * np.cos(t), r * np.sin(t)])])
-    return hv.Path([])
-
-
-class LatentView(pn.viewable.Viewer):
-    """The interactive latent map of one session, ``width`` x ``height`` pixels of data area."""
-
-    aggregator = param.Parameter(default=ds.count(), doc="datashader reduction of the main layer")
-    cmap = param.List(default=[], doc="palette of the main layer")
-    clim = param.Tuple(default=(np.nan, np.nan), length=2)
-    clabel = param.String(default="")
-    selection_drawn = param.Integer(default=0, doc="bumped to redraw the selection layer and outline")
-
-    def __init__(self, state: ExplorerState, width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT, **params):
+    def __init__(self, **params):
         super().__init__(**params)
-        self.state = state
-        self._redraw_pending = False
-        state.param.watch(self._update_colouring, ["color_by", "colormap", "color_range", "bundle_version"])
-        self._update_colouring()
+        self._shown: tuple | None = None  # (bundle, projection) whose extent the ranges show
+        self._rendered_ranges: tuple | None = None
+        self._spread_px = 0
+        self._pending = False
+        self.figure = self._figure()
+        self._show_source()
 
-        main_points = hv.DynamicMap(self._main_points, streams=[hv.streams.Params(
-            state, ["projection", "color_by", "filters", "bundle_version"])])
-        raster = rasterize(main_points, aggregator=self.param.aggregator, width=width, height=height)
-        raster = raster.apply(as_float32)
-        self.main = dynspread(raster, threshold=0.6, max_px=MAX_SPREAD_PX).apply.opts(
-            cmap=self.param.cmap, clim=self.param.clim, clabel=self.param.clabel)
-        self.main = self.main.opts(
-            hv.opts.Image(tools=["lasso_select", "box_select", "tap"], active_tools=["wheel_zoom"],
-                          colorbar=True, width=width, height=height, cnorm="linear",
-                          clipping_colors={"NaN": "transparent"}, default_tools=["pan", "wheel_zoom", "reset", "save"],
-                          toolbar="above"))
+    # ---------------------------------------------------------------- building
+    def _figure(self):
+        fig = figure(frame_width=FRAME_WIDTH, frame_height=FRAME_HEIGHT, x_range=Range1d(0, 1), y_range=Range1d(0, 1),
+                     tools=[], toolbar_location="above", output_backend="canvas", min_border_right=10,
+                     css_classes=["latent-figure"])
+        self.lasso_tool = LassoSelectTool(continuous=False)
+        self.box_tool = BoxSelectTool(continuous=False)
+        self.wheel_tool = WheelZoomTool()
+        pan = PanTool()
+        fig.add_tools(pan, self.wheel_tool, BoxZoomTool(), self.lasso_tool, self.box_tool, ResetTool(), SaveTool())
+        fig.toolbar.active_drag = pan
+        fig.toolbar.active_scroll = None  # the wheel scrolls the page until the wheel-zoom tool is chosen
+        fig.toolbar.logo = None
+        self.colour_mapper = LinearColorMapper(palette=["#000000"], low=0, high=1, nan_color=TRANSPARENT)
+        self.image_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_source,
+                  color_mapper=self.colour_mapper)
+        self.selection_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.selection_source, global_alpha=0.85,
+                  color_mapper=LinearColorMapper(palette=[SELECTION_COLOUR], low=0, high=1, nan_color=TRANSPARENT))
+        self.outline_source = ColumnDataSource({"xs": [], "ys": []})
+        fig.multi_line("xs", "ys", source=self.outline_source, line_color=SELECTION_COLOUR, line_width=2.5)
+        self.model_boundary_source = ColumnDataSource({"xs": [], "ys": []})
+        model_line = fig.multi_line("xs", "ys", source=self.model_boundary_source, line_color=MODEL_BOUNDARY_COLOUR,
+                                    line_width=1.5, line_dash="dashed")
+        self.fitted_boundary_source = ColumnDataSource({"xs": [], "ys": []})
+        fitted = fig.multi_line("xs", "ys", source=self.fitted_boundary_source, line_color=FITTED_BOUNDARY_COLOUR,
+                                line_width=2.5)
+        self.legend_items = {"model": LegendItem(label="kappa boundary of the model card", renderers=[model_line]),
+                             "fitted": LegendItem(label="boundary fitted in this session", renderers=[fitted])}
+        self.legend = Legend(items=list(self.legend_items.values()), orientation="horizontal",
+                             label_text_font_size="8pt", padding=2, spacing=12, margin=2, border_line_alpha=0.0)
+        fig.add_layout(self.legend, "below")
+        self.marker_source = ColumnDataSource({"x": [], "y": [], "name": [], "neighbours": []})
+        stars = fig.scatter("x", "y", source=self.marker_source, marker="star", size=15, fill_color=MARKER_COLOUR,
+                            line_color="black")
+        self.label_source = ColumnDataSource({"x": [], "y": [], "name": []})
+        fig.add_layout(LabelSet(x="x", y="y", text="name", source=self.label_source, x_offset=6, y_offset=-6,
+                                text_font_size="8pt", text_color="#005f6b", background_fill_color="white",
+                                background_fill_alpha=0.6))
+        fig.add_tools(HoverTool(renderers=[stars], tooltips=[("imported galaxy", "@name"),
+                                                            ("nearest in latent space (ids)", "@neighbours")]))
+        self.hover_source = ColumnDataSource({"x": [], "y": []})
+        hover_points = fig.scatter("x", "y", source=self.hover_source, size=7, fill_alpha=0.0, line_alpha=0.0,
+                                   hover_fill_color="white", hover_fill_alpha=0.9, hover_line_color="black",
+                                   hover_line_alpha=1.0)
+        for renderer in fig.renderers:
+            renderer.selection_glyph = renderer.nonselection_glyph = None  # only the server's selection is drawn
+        self.hover_tool = HoverTool(renderers=[hover_points], tooltips=[])
+        fig.add_tools(self.hover_tool)
+        self.colour_bar = ColorBar(color_mapper=self.colour_mapper, title="", title_standoff=8, width=12,
+                                   title_text_font_style="normal", title_text_font_size="9pt")
+        fig.add_layout(self.colour_bar, "right")
+        on_event(fig, SelectionGeometry, self._on_geometry, self.messages)
+        on_event(fig, Tap, self._on_tap, self.messages)
+        on_event(fig, RangesUpdate, self._on_ranges, self.messages)
+        return fig
 
-        # one stream for the selection layer and the lasso outline: a lasso redraws both at once,
-        # in the tick after the gesture (see `_schedule_selection_redraw`)
-        state.param.watch(self._schedule_selection_redraw, ["projection", "selection", "polygon", "bundle_version"])
-        selection_stream = hv.streams.Params(self, ["selection_drawn"])
-        selected_points = hv.DynamicMap(self._selected_points, streams=[selection_stream])
-        selected = dynspread(rasterize(selected_points, aggregator=ds.count(), width=width,
-                                       height=height).apply(as_float32), threshold=0.6, max_px=MAX_SPREAD_PX)
-        selected = selected.opts(hv.opts.Image(cmap=[SELECTION_COLOUR], alpha=0.85, colorbar=False))
+    # ---------------------------------------------------------------- following the state
+    @param.depends("map.reset", watch=True)
+    def _reset(self) -> None:
+        self._shown = None
+        self._follow_source()
 
-        outline = hv.DynamicMap(self._outline, streams=[selection_stream]).opts(
-            hv.opts.Path(color=SELECTION_COLOUR, line_width=2.5))
-        boundary = hv.DynamicMap(self._boundary, streams=[hv.streams.Params(state, ["projection", "bundle_version"])]
-                                 ).opts(hv.opts.Path(color=BOUNDARY_COLOUR, line_width=1.5, line_dash="dashed"))
-        markers = hv.DynamicMap(self._markers, streams=[hv.streams.Params(state, ["markers", "projection"])])
+    # (param does not mix dependencies of different depth in one decorator: one method each)
+    @param.depends("map.source.bundle", watch=True)
+    def _follow_source(self) -> None:
+        on_document(self.figure, self._show_source)
 
-        self.range_stream = hv.streams.RangeXY(source=self.main)
-        hover = hv.DynamicMap(self._hover_points, streams=[
-            self.range_stream, hv.streams.Params(state, ["projection", "filters", "bundle_version"])])
+    @param.depends("map.projection", watch=True)
+    def _follow_projection(self) -> None:
+        on_document(self.figure, self._show_source)
 
-        self.lasso = hv.streams.Lasso(source=self.main)
-        self.box = hv.streams.BoundsXY(source=self.main)
-        self.tap = hv.streams.Tap(source=self.main)
-        self.lasso.add_subscriber(guarded(state, self._on_lasso))
-        self.box.add_subscriber(guarded(state, self._on_box))
-        self.tap.add_subscriber(guarded(state, self._on_tap))
-
-        self.overlay = self.main * selected * outline * boundary * markers * hover
-        self.pane = pn.pane.HoloViews(self.overlay, sizing_mode="fixed", width=width + 80,
-                                      height=height + 40, name="latent-map", css_classes=["latent-map"])
-
-    def _schedule_selection_redraw(self, *events) -> None:
-        """Redraw the selection layer once the current callback (and its count update) is sent."""
-        if self._redraw_pending:
+    def _show_source(self) -> None:
+        """Show the whole projection: new axes, labels, Reset target, tooltips and layers. A
+        table that only gained columns (the same model) keeps the view and is drawn again."""
+        m = self.map
+        bundle = m.bundle
+        shown = (bundle._indices, m.projection)
+        if shown == self._shown:
+            self._render(self._ranges())
             return
-        self._redraw_pending = True
+        (x0, x1), (y0, y1) = bundle.extent(m.projection)
+        self._shown = shown
+        xcol, ycol = m.axes
+        fig = self.figure
+        fig.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
+        fig.y_range.update(start=y0, end=y1, reset_start=y0, reset_end=y1)
+        fig.xaxis.axis_label, fig.yaxis.axis_label = bundle.label(xcol), bundle.label(ycol)
+        columns = [c for c in HOVER_COLUMNS if c in bundle.table.columns]
+        self.hover_tool.tooltips = [(bundle.label(xcol), "@x{0.000}"), (bundle.label(ycol), "@y{0.000}"),
+                                    *[(bundle.label(c), "@{%s}" % c) for c in columns]]
+        self._render((x0, x1, y0, y1))
 
-        def redraw() -> None:
-            self._redraw_pending = False
-            self.selection_drawn += 1
+    @param.depends("map.color_by", "map.colormap", "map.color_range", "map.filters", watch=True)
+    def _follow_colouring(self) -> None:
+        on_document(self.figure, lambda: self._render(self._ranges()))
 
-        pn.state.execute(guarded(self.state, redraw), schedule=True)
+    @param.depends("selection.current", watch=True)
+    def _follow_selection(self) -> None:
+        on_document(self.figure, lambda: self._draw_selection(self._ranges()))
 
-    # ---------------------------------------------------------------- colouring
-    def _update_colouring(self, *events) -> None:
-        s = self.state
-        limits = s.effective_range()
-        with param.parameterized.batch_call_watchers(self):
-            self.aggregator = ds.count() if s.density else ds.mean("value")
-            self.cmap = s.effective_colormap()
-            self.clim = (np.nan, np.nan) if limits is None else tuple(map(float, limits))
-            self.clabel = "galaxies per pixel" if s.density else axis_label(s.color_by, s.units)
+    @param.depends("map.markers", watch=True)
+    def _follow_markers(self) -> None:
+        on_document(self.figure, lambda: self._draw_markers(self._ranges()))
 
-    # ---------------------------------------------------------------- layers
-    def _labels(self) -> tuple[str, str]:
-        xcol, ycol = self.state.axis_columns
-        return axis_label(xcol, self.state.units), axis_label(ycol, self.state.units)
+    @param.depends("boundary.fit", watch=True)
+    def _follow_fit(self) -> None:
+        on_document(self.figure, self._draw_boundaries)
 
-    def _main_points(self, **_) -> hv.Points:
-        s = self.state
-        x, y = s.xy()
-        value = np.zeros_like(x) if s.density else s.colour_values()
-        rows = s.visible_mask()
-        frame = pd.DataFrame({"x": x, "y": y, "value": value})
-        if rows is not None:
-            frame = frame[rows]
-        value_label = "count" if s.density else axis_label(s.color_by, s.units)
-        return points_element(frame, *self._labels(), value_label)
+    def _ranges(self) -> tuple[float, float, float, float]:
+        xr, yr = self.figure.x_range, self.figure.y_range
+        return (xr.start, xr.end, yr.start, yr.end)
 
-    def _selected_points(self, **_) -> hv.Points:
-        x, y = self.state.xy()
-        sel = self.state.selection
-        return points_element(pd.DataFrame({"x": x[sel], "y": y[sel], "value": np.ones(sel.size)}),
-                              *self._labels(), "selected")
+    # ---------------------------------------------------------------- drawing
+    def _render(self, ranges: tuple[float, float, float, float]) -> None:
+        """Every layer for the data ranges (x0, x1, y0, y1)."""
+        x0, x1, y0, y1 = ranges
+        if not (x1 > x0 and y1 > y0):
+            return
+        m = self.map
+        x, y = m.bundle.xy(m.projection)
+        raster = rasterize(x, y, (x0, x1), (y0, y1), FRAME_WIDTH, FRAME_HEIGHT, values=m.colour_values(),
+                           keep=m.visible_mask())
+        self.image_source.data = {"image": [raster.image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
+        limits = m.effective_range()
+        if limits is None:
+            finite = raster.image[np.isfinite(raster.image)]
+            limits = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        low, high = limits
+        self.colour_mapper.update(palette=m.effective_colormap(), low=low, high=high if high > low else low + 1.0)
+        self.colour_bar.title = m.colour_label()
+        self._rendered_ranges, self._spread_px = ranges, raster.spread_px
+        self._draw_selection(ranges)
+        self._draw_markers(ranges)
+        self._draw_boundaries()
+        self._draw_hover(ranges, raster.n_points)
 
-    def _outline(self, **_) -> hv.Path:
-        polygon = self.state.polygon
-        if polygon is None:
-            return hv.Path([])
-        return hv.Path([np.vstack([polygon, polygon[:1]])])
+    def _draw_selection(self, ranges, spread_px: int | None = None) -> None:
+        """The selection's layer, spread like the galaxies' layer (``spread_px``: as last rendered)."""
+        spread_px = self._spread_px if spread_px is None else spread_px
+        m, rows = self.map, self.selection.rows
+        polygon = self.selection.current.polygon
+        self.outline_source.data = _lines([np.vstack([polygon, polygon[:1]])] if polygon is not None else [])
+        x0, x1, y0, y1 = ranges
+        if rows.size == 0:
+            self.selection_source.data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+            return
+        x, y = m.bundle.xy(m.projection)
+        keep = np.zeros(len(x), dtype=bool)
+        keep[rows] = True
+        raster = rasterize(x, y, (x0, x1), (y0, y1), FRAME_WIDTH, FRAME_HEIGHT, keep=keep, spread_px=spread_px)
+        image = np.where(np.isfinite(raster.image), np.float32(1.0), np.float32(np.nan))
+        self.selection_source.data = {"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
 
-    def _boundary(self, **_) -> hv.Path:
-        s = self.state
-        _, y = s.xy()
+    def _draw_markers(self, ranges) -> None:
+        m = self.map
+        markers = m.markers
+        xcol, ycol = m.axes
+        if markers is None or xcol not in markers or ycol not in markers:
+            self.marker_source.data = {"x": [], "y": [], "name": [], "neighbours": []}
+            self.label_source.data = {"x": [], "y": [], "name": []}
+            return
+        x, y = markers[xcol].to_numpy(np.float64), markers[ycol].to_numpy(np.float64)
+        names = markers["name"].astype(str).tolist()
+        self.marker_source.data = {"x": x, "y": y, "name": names, "neighbours": markers["neighbour_ids"].tolist()}
+        x0, x1, y0, y1 = ranges
+        sx = (x - x0) / (x1 - x0) * FRAME_WIDTH
+        sy = (y - y0) / (y1 - y0) * FRAME_HEIGHT
+        inside = (sx >= 0) & (sx <= FRAME_WIDTH) & (sy >= 0) & (sy <= FRAME_HEIGHT)
+        shown = visible_labels(sx, -sy, names, inside)
+        self.label_source.data = {"x": x[shown], "y": y[shown], "name": [n for n, s in zip(names, shown) if s]}
+
+    def _draw_boundaries(self) -> None:
+        m = self.map
+        _, y = m.bundle.xy(m.projection)
         finite = y[np.isfinite(y)]
         extent = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        return boundary_path(s.projection, s.bundle.boundary_r(), extent)
+        model = boundary_line(m.projection, m.bundle.boundary_r, extent)
+        fitted = fitted_line(self.boundary.fit, m.projection, extent)
+        self.model_boundary_source.data = _lines(model)
+        self.fitted_boundary_source.data = _lines(fitted)
+        self.legend_items["model"].visible = bool(model)
+        self.legend_items["fitted"].visible = bool(fitted)
+        self.legend.visible = bool(model or fitted)
 
-    def _markers(self, **_) -> hv.Overlay:
-        markers = self.state.markers
-        xcol, ycol = self.state.axis_columns
-        if markers is None or xcol not in markers or ycol not in markers:
-            frame = pd.DataFrame({"x": [], "y": [], "name": []})
-        else:
-            frame = pd.DataFrame({"x": markers[xcol].to_numpy(), "y": markers[ycol].to_numpy(),
-                                  "name": markers["name"].astype(str).to_numpy()})
-        points = hv.Points(frame, ["x", "y"], ["name"]).opts(
-            color=MARKER_COLOUR, marker="star", size=14, line_color="black", tools=["hover"])
-        labels = hv.Labels(frame, ["x", "y"], ["name"]).opts(
-            text_color=MARKER_COLOUR, text_font_size="10pt", yoffset=0, text_align="left", xoffset=0)
-        return points * labels
-
-    def _hover_points(self, x_range=None, y_range=None, **_) -> hv.Points:
-        s = self.state
-        x, y = s.xy()
-        keep = np.isfinite(x) & np.isfinite(y)
-        if x_range is not None and y_range is not None:
-            keep &= (x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0]) & (y <= y_range[1])
-        visible = s.visible_mask()
+    def _draw_hover(self, ranges, in_view: int) -> None:
+        """Invisible points with tooltips, when at most `HOVER_LIMIT` (``in_view``) are in view."""
+        m = self.map
+        if in_view > HOVER_LIMIT:
+            self.hover_source.data = {"x": [], "y": []}
+            return
+        x, y = m.bundle.xy(m.projection)
+        x0, x1, y0, y1 = ranges
+        keep = np.isfinite(x) & np.isfinite(y) & (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        visible = m.visible_mask()
         if visible is not None:
             keep &= visible
         rows = np.flatnonzero(keep)
-        columns = [c for c in HOVER_COLUMNS if c in s.table.columns]
-        if rows.size > HOVER_LIMIT:
-            rows = rows[:0]
-        frame = s.table.iloc[rows][columns].reset_index(drop=True)
-        frame.insert(0, "x", x[rows])
-        frame.insert(1, "y", y[rows])
-        return hv.Points(frame, ["x", "y"], columns).opts(
-            tools=["hover"], size=7, fill_alpha=0.0, line_alpha=0.0, hover_fill_alpha=0.9,
-            hover_fill_color="white", nonselection_alpha=0.0, selection_alpha=0.0)
+        columns = [c for c in HOVER_COLUMNS if c in m.bundle.table.columns]
+        data = {"x": x[rows], "y": y[rows]}
+        data.update({c: m.bundle.table[c].to_numpy()[rows] for c in columns})
+        self.hover_source.data = data
 
     # ---------------------------------------------------------------- gestures
-    def _on_lasso(self, geometry=None, **_) -> None:
-        if geometry is not None and len(geometry) >= 3:
-            self.state.select_polygon(np.asarray(geometry, dtype=np.float64))
-
-    def _on_box(self, bounds=None, **_) -> None:
-        if bounds is not None:
-            x0, y0, x1, y1 = bounds
-            self.state.select_box(x0, y0, x1, y1)
-
-    def _on_tap(self, x=None, y=None, **_) -> None:
-        if x is None or y is None:
+    def _on_ranges(self, event: RangesUpdate) -> None:
+        """Re-render after a pan or zoom, once per burst of range updates."""
+        if self._pending:
             return
-        xr, yr = self.range_stream.x_range, self.range_stream.y_range
-        self.state.click(x, y, x_range=xr, y_range=yr)
+        self._pending = True
+
+        def render() -> None:
+            self._pending = False
+            ranges = self._ranges()
+            if ranges != self._rendered_ranges:
+                self._render(ranges)
+
+        on_document(self.figure, render)
+
+    def _on_geometry(self, event: SelectionGeometry) -> None:
+        geometry = event.geometry
+        if not event.final:
+            return
+        if geometry.get("type") == "poly":
+            polygon = np.column_stack([np.asarray(geometry["x"], float), np.asarray(geometry["y"], float)])
+            if len(polygon) >= 3:
+                self.selection.lasso(polygon)
+        elif geometry.get("type") == "rect":
+            self.selection.box(geometry["x0"], geometry["y0"], geometry["x1"], geometry["y1"])
+
+    def _on_tap(self, event: Tap) -> None:
+        from galexplore.explorer.selections import nearest_visible
+
+        if event.x is None or event.y is None:
+            return
+        x0, x1, y0, y1 = self._ranges()
+        m = self.map
+        row = nearest_visible(m.bundle, m.projection, event.x, event.y, (x0, x1), (y0, y1), m.filters)
+        if row is not None:
+            m.clicked = row
 
     def __panel__(self):
-        return self.pane
+        return pn.pane.Bokeh(self.figure, name="latent-map")
 
 
-class LatentControls(pn.viewable.Viewer):
+class MapControls(pn.viewable.Viewer):
     """Sidebar widgets of the latent map: projection, colour, colormap, range, filters, selection mode."""
 
-    def __init__(self, state: ExplorerState, **params):
+    map = param.ClassSelector(class_=MapState)
+    selection = param.ClassSelector(class_=SelectionState)
+
+    def __init__(self, **params):
         super().__init__(**params)
-        self.state = state
-        self.filter_column = pn.widgets.Select(label="Filter on column", options=[])
-        self.filter_slider = pn.widgets.RangeSlider(label="Range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01)
-        self.add_filter = pn.widgets.Button(label="Apply filter", button_type="primary")
-        self.clear_filters = pn.widgets.Button(label="Clear filters")
         self.range_auto = pn.widgets.Checkbox(label="Natural colour range", value=True)
         self.range_slider = pn.widgets.RangeSlider(label="Colour range", start=0.0, end=1.0, value=(0.0, 1.0),
-                                                   step=0.01, disabled=True)
-        self.filter_column.param.watch(guarded(state, self._on_filter_column), "value")
-        self.add_filter.on_click(guarded(state, self._on_add_filter))
-        self.clear_filters.on_click(guarded(state, lambda event: setattr(state, "filters", {})))
-        self.range_auto.param.watch(guarded(state, self._on_range), "value")
-        self.range_slider.param.watch(guarded(state, self._on_range), "value_throttled")
-        state.param.watch(self._refresh, ["bundle_version", "color_by"])
-        self._refresh()
+                                                   step=0.01, disabled=True, sizing_mode="stretch_width")
+        self.filter_column = pn.widgets.Select(label="Filter on column", options=[], sizing_mode="stretch_width")
+        self.filter_slider = pn.widgets.RangeSlider(label="Keep values in", start=0.0, end=1.0, value=(0.0, 1.0),
+                                                    step=0.01, sizing_mode="stretch_width")
+        self.add_filter = pn.widgets.Button(label="Apply filter", color="primary")
+        self.clear_filters = pn.widgets.Button(label="Clear filters")
+        self.add_filter.on_click(lambda event: self.map.set_filter(self.filter_column.value,
+                                                                   *self.filter_slider.value))
+        self.clear_filters.on_click(lambda event: setattr(self.map, "filters", {}))
+        pn.bind(self._follow_filter_column, self.filter_column, watch=True)
+        pn.bind(self._follow_range, self.range_auto, self.range_slider.param.value_throttled, watch=True)
+        self._follow_bundle()
 
-    def _column_span(self, column: str) -> tuple[float, float]:
-        values = self.state.table[column].to_numpy(dtype=np.float64)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return (0.0, 1.0)
-        lo, hi = float(values.min()), float(values.max())
-        return (lo, hi if hi > lo else lo + 1.0)
+    @param.depends("map.color_by", watch=True)
+    def _follow_colour(self) -> None:
+        self._follow_bundle()
 
-    def _refresh(self, *events) -> None:
-        s = self.state
-        columns = s.bundle.numeric_columns
+    @param.depends("map.source.bundle", watch=True)
+    def _follow_bundle(self) -> None:
+        m = self.map
+        columns = m.bundle.numeric_columns
         if self.filter_column.options != columns:
-            self.filter_column.options = columns
-        self._on_filter_column()
-        if not s.density:
-            lo, hi = self._column_span(s.color_by)
-            natural = s.effective_range() or (lo, hi)
-            lo, hi = min(lo, natural[0]), max(hi, natural[1])
+            self.filter_column.param.update(options=columns, value=columns[0] if columns else None)
+        self._follow_filter_column()
+        if not m.density:
+            span = m.bundle.column_summary(m.color_by) or (0.0, 1.0)
+            natural = m.effective_range() or span
+            lo, hi = min(span[0], natural[0]), max(span[1], natural[1])
+            hi = hi if hi > lo else lo + 1.0
             self.range_slider.param.update(start=lo, end=hi, step=(hi - lo) / 200.0, value=tuple(natural))
-        self.range_slider.disabled = s.density or self.range_auto.value
+        self.range_slider.disabled = m.density or self.range_auto.value
 
-    def _on_filter_column(self, *events) -> None:
+    def _follow_filter_column(self, column: str | None = None) -> None:
         column = self.filter_column.value
         if column is None:
             return
-        lo, hi = self._column_span(column)
-        current = self.state.filters.get(column, (lo, hi))
+        lo, hi = self.map.bundle.column_summary(column) or (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        current = self.map.filters.get(column, (lo, hi))
         self.filter_slider.param.update(start=lo, end=hi, step=(hi - lo) / 200.0, value=tuple(current))
 
-    def _on_add_filter(self, event) -> None:
-        low, high = self.filter_slider.value
-        self.state.set_filter(self.filter_column.value, low, high)
+    def _follow_range(self, *_) -> None:
+        self.range_slider.disabled = self.map.density or self.range_auto.value
+        self.map.color_range = None if self.range_auto.value else tuple(self.range_slider.value)
 
-    def _on_range(self, *events) -> None:
-        self.range_slider.disabled = self.state.density or self.range_auto.value
-        self.state.color_range = None if self.range_auto.value else tuple(self.range_slider.value)
+    def _filters_text(self, filters: dict) -> str:
+        from galexplore.ui.text import literal
 
-    def _filters_text(self, filters, bundle_version) -> str:
         if not filters:
             return "No filters: every galaxy is shown."
-        units = self.state.units
+        units = self.map.bundle.column_units
         lines = [f"- {literal(c)}: {lo:.4g} to {hi:.4g} {literal(units.get(c, ''))}".rstrip()
                  for c, (lo, hi) in filters.items()]
         return "**Filters**\n" + "\n".join(lines)
 
     def __panel__(self):
-        s = self.state
+        m = self.map
         return pn.Column(
-            pn.widgets.Select.from_param(s.param.projection, label="Projection"),
-            pn.widgets.Select.from_param(s.param.color_by, label="Colour by"),
-            pn.widgets.Select.from_param(s.param.colormap, label="Colormap"),
+            pn.widgets.Select.from_param(m.param.projection, label="Projection", description=None,
+                                         sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(m.param.color_by, label="Colour by", description=None,
+                                         sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(m.param.colormap, label="Colormap", description=None,
+                                         sizing_mode="stretch_width"),
             self.range_auto, self.range_slider,
-            pn.layout.Divider(),
+            rule(),
             self.filter_column, self.filter_slider, pn.Row(self.add_filter, self.clear_filters),
-            pn.pane.Markdown(pn.bind(self._filters_text, s.param.filters, s.param.bundle_version)),
-            pn.layout.Divider(),
-            pn.widgets.RadioButtonGroup.from_param(s.param.selection_mode, label="Selection mode"),
+            pn.pane.Markdown(pn.bind(self._filters_text, m.param.filters)),
+            rule(),
+            pn.pane.Markdown("**Selection mode** (for the next lasso or box)", margin=(0, 10)),
+            pn.widgets.RadioButtonGroup.from_param(self.selection.param.mode, label="Selection mode",
+                                                   description=None),
+            sizing_mode="stretch_width",
         )

@@ -1,142 +1,220 @@
-"""The explorer page and the server: one `ExplorerState` per browser session.
+"""The explorer page and the server.
 
-`build_app` assembles the views into a template; `serve` runs a Panel server on localhost
-whose every session calls `build_app` afresh, so sessions never share selections.
+`build_app` assembles one session's page: the sidebar (data, latent map controls) and the
+tabs. Only the Explore tab is built when a session opens; every other tab is built (and its
+module imported) the first time it is shown. Bundles come from the process-wide
+`galexplore.explorer.bundles.BUNDLES`, so a session costs no inference and no copy of the
+table. `serve` prints what it does while it starts, and listens before anything slow.
 
-Only the Explore tab and the sidebar are built when a session opens; every other tab is
-built (and its module imported) the first time it is shown.
+Every CSS, JavaScript and font file comes from this server (no template that loads fonts
+from the internet).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import tempfile
+import logging
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import holoviews as hv
+import numpy as np
 import panel as pn
+import param
 
-from galexplore.errors import GalexploreError, ModelError
-from galexplore.explorer.access import allowed_directories, client_refusal, remote_allowed
-from galexplore.paths import SAMPLE_DATASET, SAMPLE_MODELS, sample_model_dirs, user_models_dir
-from galexplore.ui.bundle import load_bundle
+from galexplore.errors import GalexploreError
+from galexplore.explorer import upload as uploads
+from galexplore.explorer.access import allowed_directories, client_refusal, confine, remote_allowed
+from galexplore.explorer.bundles import BUNDLES, Bundle
+from galexplore.explorer.sources import default_model, limit_server_threads, model_choices, release_memory_later
+from galexplore.paths import SAMPLE_DATASET, data_dir, user_models_dir
+from galexplore.ui import feedback
 from galexplore.ui.detail_view import DetailView
-from galexplore.ui.latent_view import MAX_SPREAD_PX, LatentControls, LatentView
-from galexplore.ui.selection_view import SelectionCount, SelectionView
-from galexplore.ui.callbacks import guarded
-from galexplore.ui.state import ExplorerState
+from galexplore.ui.latent_view import LatentMap, MapControls
+from galexplore.ui.selection_view import SelectionCount
+from galexplore.ui.state import FittedBoundary, MapState, Messages, SelectionState, Source
 from galexplore.ui.text import literal
 
 TITLE = "galexplore: what encoders learn about galaxies"
+SIDEBAR_WIDTH = 290
+#: Tabs built the first time they are shown, in their order after "Explore".
+LAZY_TABS = ("Selection", "Statistics", "Your data", "Boundaries", "Training")
+#: Milliseconds between two looks at a background embedding job.
+POLL_PERIOD_MS = 500
+LOG = logging.getLogger("galexplore.ui")
+#: The page's own styles (served inline; no external stylesheet or font).
+CSS = """
+:host, body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+.galexplore-header h2 { margin: 4px 0 2px 0; }
+"""
 
 
-#: Threads torch uses in the server process. Its forward passes are of one 64x64 galaxy at a
-#: time, where a second thread costs more in waiting than it gains when the cores are shared
-#: (detail maps of a click: ~0.08 s on one thread, ~0.3 s on two, on a busy 2-core machine).
-#: Training jobs run in their own processes with their own thread counts.
-SERVER_TORCH_THREADS = 1
+@dataclass
+class Session:
+    """The states of one page (see `galexplore.ui.state`)."""
 
-#: Sample models shown first, in order of preference: the Dawson et al. (2020) folded space
-#: of an autoencoder on velocity maps is the headline view.
-PREFERRED_SAMPLE_MODELS = ("cae_free_mom1", "cae_mom1")
+    messages: Messages
+    source: Source
+    map: MapState
+    selection: SelectionState
+    boundary: FittedBoundary
+    allowed_dirs: list[Path]
 
+    @classmethod
+    def open(cls, bundle: Bundle, allowed_dirs: list[Path]) -> Session:
+        source = Source(bundle=bundle)
+        map_state = MapState(source=source)
+        return cls(Messages(), source, map_state, SelectionState(map=map_state), FittedBoundary(source=source),
+                   allowed_dirs)
 
-def default_model() -> str:
-    """The shipped sample model shown first: `PREFERRED_SAMPLE_MODELS` when present, else a
-    single-channel autoencoder, else the first sample model."""
-    from galexplore.models.checkpoint import read_card
-
-    dirs = sample_model_dirs()
-    if not dirs:
-        raise ModelError(f"no pretrained sample models under {SAMPLE_MODELS}; "
-                         "pass --model with a checkpoint directory or zoo name")
-    by_name = {d.name: d for d in dirs}
-    for name in PREFERRED_SAMPLE_MODELS:
-        if name in by_name:
-            return str(by_name[name])
-    for directory in dirs:
-        card = read_card(directory)
-        if card.architecture.startswith(("cae", "dawson2020")) and len(card.channels) == 1:
-            return str(directory)
-    return str(dirs[0])
+    @property
+    def bundle(self) -> Bundle:
+        return self.source.bundle
 
 
-def known_models(current: str) -> list[str]:
-    """Checkpoints offered in the sidebar: the current one, the samples, the user's and the zoo's."""
+class Markers(param.Parameterized):
+    """Galaxies imported into the session (uploads, the real ALMA galaxies), placed by the
+    current model: re-placed after every switch, or hidden with a notice when the new model
+    cannot encode them."""
+
+    map = param.ClassSelector(class_=MapState)
+    messages = param.ClassSelector(class_=Messages)
+    uploaded = param.List(default=[], doc="(name, 2-D velocity map) pairs")
+
+    @param.depends("map.source.bundle", watch=True)
+    async def _follow_bundle(self) -> None:
+        await self.place()
+
+    @param.depends("uploaded", watch=True)
+    async def place(self) -> None:
+        source, bundle = self.map.source, self.map.bundle
+        if not self.uploaded:
+            self.map.markers = None
+            return
+        names = [name for name, _ in self.uploaded]
+        try:
+            latents = await asyncio.to_thread(uploads.encode, bundle, [image for _, image in self.uploaded])
+            placed = await asyncio.to_thread(uploads.place, bundle, names, latents)
+        except GalexploreError as error:
+            if source.is_current(bundle):
+                self.map.markers = None
+                self.messages.notify(f"the {len(names)} imported galaxies are hidden: {error}", "warning")
+            return
+        if not source.is_current(bundle):
+            return
+        self.map.markers = placed
+        if "umap_0" in placed.columns:
+            await self._place_in_umap(bundle, placed, latents)
+
+    async def _place_in_umap(self, bundle: Bundle, placed, latents: np.ndarray) -> None:
+        from galexplore.explorer.workers import place_in_umap
+
+        coords = await asyncio.wrap_future(place_in_umap(bundle.projector, latents))
+        if self.map.source.is_current(bundle) and self.map.markers is placed:
+            self.map.markers = placed.assign(umap_0=coords[:, 0], umap_1=coords[:, 1])
+
+
+@functools.cache
+def _real_galaxies() -> tuple[tuple[str, np.ndarray], ...]:
+    """The 30 real ALMA velocity maps of Dawson et al. (2020), when the published model is
+    installed and the FITS files are found (read once per process)."""
     from galexplore.models import zoo
 
-    found = [current, *map(str, sample_model_dirs())]
-    if user_models_dir().is_dir():
-        found += [str(p) for p in sorted(user_models_dir().iterdir()) if (p / "card.json").is_file()]
-    found += [name for name in sorted(zoo.ZOO) if zoo.is_installed(name)]
-    return list(dict.fromkeys(found))
-
-
-def real_galaxy_markers(state: ExplorerState):
-    """The 30 real ALMA galaxies of Dawson et al. (2020) placed by the current model, when the
-    zoo checkpoint is installed, the FITS files are found and the model takes one velocity map."""
+    directory = uploads.real_alma_fits_dir()
+    if not zoo.is_installed("dawson2020") or directory is None:
+        return ()
     from galexplore.data.fits_io import read_maps_from_fits
-    from galexplore.models import zoo
-    from galexplore.ui.upload import encode_velocity_maps, fits_in_directory, real_alma_fits_dir
 
-    directory = real_alma_fits_dir()
-    card = state.bundle.model.card
-    if not zoo.is_installed("dawson2020") or directory is None or card.channels != ["mom1"]:
-        return None
-    names, maps = read_maps_from_fits(fits_in_directory(directory))
-    return encode_velocity_maps(state.bundle, names, maps)
+    names, maps = read_maps_from_fits(uploads.fits_in_directory(directory))
+    return tuple(zip(names, maps))
 
 
 class SourcePicker(pn.viewable.Viewer):
-    """Sidebar widgets that switch dataset and model, with a progress bar for new embeddings."""
+    """Sidebar widgets that open another dataset or model: choosing a model opens it."""
 
-    def __init__(self, state: ExplorerState, dataset: Path, model: str, **params):
+    def __init__(self, session: Session, **params):
         super().__init__(**params)
-        self.state = state
-        self.dataset = pn.widgets.TextInput(label="Dataset directory", value=str(dataset))
-        self.model = pn.widgets.Select(label="Model", options=known_models(model), value=model)
-        self.model_path = pn.widgets.TextInput(label="...or checkpoint directory", placeholder="/path/to/checkpoint")
-        self.button = pn.widgets.Button(label="Open", button_type="primary")
-        self.progress = pn.indicators.Progress(label="embedding", value=0, max=100, visible=False,
+        self.session = session
+        bundle = session.bundle
+        self.dataset = pn.widgets.TextInput(label="Dataset directory", value=str(bundle.dataset.path),
+                                            sizing_mode="stretch_width")
+        self.model = pn.widgets.Select(label="Model", options=model_choices(bundle.model.path),
+                                       value=str(bundle.model.path), sizing_mode="stretch_width")
+        self.model_path = pn.widgets.TextInput(label="...or a checkpoint directory", placeholder="/path/to/checkpoint",
                                                sizing_mode="stretch_width")
+        self.button = pn.widgets.Button(label="Open", color="primary")
+        self.progress = pn.indicators.Progress(value=-1, max=100, visible=False,
+                                               sizing_mode="stretch_width", css_classes=["open-progress"])
+        self.status = pn.pane.Markdown("", css_classes=["open-status"], sizing_mode="stretch_width")
         self.button.on_click(self._on_open)
+        pn.bind(self._on_model, self.model, watch=True)
+
+    async def _on_model(self, model: str) -> None:
+        if model != str(self.session.bundle.model.path):
+            await self.open(self.dataset.value, model)
 
     async def _on_open(self, event) -> None:
-        model = self.model_path.value.strip() or self.model.value
-        self.progress.param.update(value=0, visible=True)
+        typed = self.model_path.value.strip()
+        await self.open(self.dataset.value, typed or self.model.value, typed=bool(typed))
+
+    async def open(self, dataset: str, model: str, typed: bool = True) -> None:
+        """Open ``dataset`` with ``model`` (paths confined to the allowed directories),
+        computing the embedding in a background process when it is not cached."""
+        from galexplore.explorer.bundles import needs_inference
+
+        session = self.session
+        dataset = confine(dataset, session.allowed_dirs)
+        if typed or Path(model).is_dir():
+            model = str(confine(model, session.allowed_dirs))
         self.button.disabled = True
-
-        def progress(done: int, total: int) -> None:
-            self.progress.value = int(100 * done / max(total, 1))
-
+        self.progress.param.update(visible=True, value=-1)
         try:
-            dataset = self.state.check_allowed(self.dataset.value)
-            if self.model_path.value.strip():
-                self.state.check_allowed(model)
-            bundle = await asyncio.to_thread(load_bundle, dataset, model, progress)
-            self.state.set_bundle(bundle)
-            self.state.notify(f"opened {dataset} with model {bundle.model.name}", "success")
-        except Exception as error:  # noqa: BLE001 -- shown in the page; the session carries on
-            self.state.report(error)
+            if await asyncio.to_thread(needs_inference, dataset, model):
+                await self._embed_in_background(dataset, model)
+            self.status.object = "reading the embedding..."
+            bundle = await asyncio.to_thread(BUNDLES.get, dataset, model)
+            session.source.switch(bundle)
+            session.messages.notify(f"opened {Path(dataset).name} with model {bundle.name}",
+                                    "success")
+            if self.model.value != str(bundle.model.path):
+                self.model.param.update(options=model_choices(bundle.model.path), value=str(bundle.model.path))
         finally:
-            self.progress.visible = False
             self.button.disabled = False
+            self.progress.visible = False
+            self.status.object = ""
+
+    async def _embed_in_background(self, dataset: Path, model: str) -> None:
+        """Compute the embedding in a low-priority process, showing its progress."""
+        from galexplore.training.jobs import FINISHED, embedding_job, stage_text
+
+        job = embedding_job(model, dataset, data_dir() / "jobs")
+        job.start()
+        try:
+            while not job.done:
+                stage = job.stage
+                if stage is not None:
+                    self.status.object = literal(stage_text(stage))
+                    if stage.get("total"):
+                        self.progress.value = int(100 * stage["done"] / stage["total"])
+                await asyncio.sleep(POLL_PERIOD_MS / 1000)
+        finally:
+            job.cancel(grace_s=2.0)
+        if job.status != FINISHED:
+            raise GalexploreError(f"computing the embedding failed: {job.error or job.message}")
 
     def __panel__(self):
-        return pn.Column(self.dataset, self.model, self.model_path, self.button, self.progress)
+        return pn.Column(self.dataset, self.model, self.model_path, self.button, self.progress, self.status,
+                         sizing_mode="stretch_width")
 
 
-def message_pane(state: ExplorerState) -> pn.viewable.Viewable:
-    """An alert under the title showing the state's last error or notice."""
-
-    def alert(message: str, level: str):
-        if not message:
-            return pn.Spacer(height=0)
-        return pn.pane.Alert(literal(message), alert_type=level, css_classes=["galexplore-message"],
-                             sizing_mode="stretch_width")
-
-    return pn.panel(pn.bind(alert, state.param.message, state.param.message_level))
+def message_pane(messages: Messages) -> pn.viewable.Viewable:
+    """An alert under the title showing the session's last error or notice, as text (one pane,
+    updated: a pane replaced in a served page can lose its style sheets)."""
+    return pn.pane.Alert(pn.bind(literal, messages.param.text), alert_type=messages.param.level,
+                         visible=pn.bind(bool, messages.param.text), css_classes=["galexplore-message"],
+                         sizing_mode="stretch_width")
 
 
 def session_refusal(allow_remote: bool | None = None) -> str | None:
@@ -156,14 +234,102 @@ def refusal_page(message: str) -> pn.viewable.Viewable:
     return pn.pane.Alert(literal(f"galexplore: {message}"), alert_type="danger")
 
 
-def on_first_view(build) -> pn.viewable.Viewable:
-    """A placeholder that calls ``build()`` (no arguments, returns anything Panel shows) the
-    first time it is rendered, e.g. when its tab of a ``pn.Tabs(dynamic=True)`` is opened."""
-    return pn.param.ParamFunction(build, lazy=True, loading_indicator=False)
+class ExplorerPage(pn.viewable.Viewer):
+    """The explorer page of one session.
+
+    Parameters
+    ----------
+    session : its states.
+    selections_dir : where named selections are kept.
+    models_dir : where models trained from the page are written.
+    real_overlay : show the 30 real ALMA galaxies of Dawson et al. (2020) when available.
+    """
+
+    def __init__(self, session: Session, selections_dir: Path, models_dir: Path, real_overlay: bool = True,
+                 **params):
+        super().__init__(**params)
+        self.session = session
+        self.selections_dir = Path(selections_dir)
+        self.models_dir = Path(models_dir)
+        feedback.register(session.messages)
+        self.markers = Markers(map=session.map, messages=session.messages,
+                               uploaded=list(_real_galaxies()) if real_overlay else [])
+        self.latent = LatentMap(map=session.map, selection=session.selection, boundary=session.boundary,
+                                messages=session.messages)
+        self.detail = DetailView(map=session.map, messages=session.messages)
+        self._views: dict[str, object] = {}
+        # every tab stays in the page once built (a tab taken out of the page and put back would
+        # lose its models); the others are empty until first shown
+        self._placeholders = {name: pn.Column() for name in LAZY_TABS}
+        self.tabs = pn.Tabs(
+            ("Explore", pn.Row(pn.Column(self.latent, SelectionCount(selection=session.selection)), self.detail)),
+            *self._placeholders.items(), dynamic=False, css_classes=["explorer-tabs"])
+        pn.bind(self._on_tab, self.tabs.param.active, watch=True)
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(self._on_destroyed)
+            pn.state.onload(self._preload_model)
+            if self.markers.uploaded:
+                pn.state.onload(self.markers.place)
+
+    async def _preload_model(self) -> None:
+        """Load the model's weights once the page is shown, so that the first click finds them."""
+        model = self.session.bundle.model
+        if model is not None and not model.is_loaded:
+            await asyncio.to_thread(model.loaded)
+
+    def _build_tab(self, name: str):
+        s = self.session
+        if name == "Selection":
+            from galexplore.ui.selection_view import SelectionView
+            view = SelectionView(self.selections_dir, selection=s.selection, messages=s.messages)
+        elif name == "Statistics":
+            from galexplore.ui.stats_view import StatsView
+            view = StatsView(selection=s.selection, messages=s.messages)
+        elif name == "Your data":
+            from galexplore.ui.upload_view import UploadView
+            view = UploadView(markers=self.markers, map=s.map, messages=s.messages, allowed_dirs=s.allowed_dirs)
+        elif name == "Boundaries":
+            from galexplore.ui.boundary_view import BoundaryView
+            view = BoundaryView(selection=s.selection, boundary=s.boundary, messages=s.messages,
+                                models_dir=self.models_dir)
+        else:
+            from galexplore.ui.training_view import TrainingView
+            view = TrainingView(source=s.source, selection=s.selection, boundary=s.boundary, messages=s.messages,
+                                models_dir=self.models_dir)
+        self._views[name] = view
+        return view
+
+    def _on_tab(self, active: int) -> None:
+        shown = (["Explore", *LAZY_TABS])[active]
+        if shown in self._placeholders and shown not in self._views:
+            self._placeholders[shown].objects = [self._build_tab(shown)]
+        for name, view in self._views.items():
+            if hasattr(view, "shown"):
+                view.shown = name == shown
+
+    def _on_destroyed(self, session_context) -> None:
+        """End of the session: stop its job and its polling, drop its states, and hand the
+        memory back once the server has dropped the session."""
+        for view in self._views.values():
+            close = getattr(view, "close", None)
+            if close is not None:
+                close()
+        self._views.clear()
+        release_memory_later()
+
+    def __panel__(self):
+        s = self.session
+        sidebar = pn.Column(
+            pn.pane.Markdown("### Data"), SourcePicker(s),
+            pn.pane.Markdown("### Latent map"), MapControls(map=s.map, selection=s.selection),
+            width=SIDEBAR_WIDTH, css_classes=["galexplore-sidebar"])
+        header = pn.Column(pn.pane.Markdown(f"## {TITLE}", css_classes=["galexplore-header"]),
+                           message_pane(s.messages), sizing_mode="stretch_width")
+        return pn.Column(header, pn.Row(sidebar, self.tabs), stylesheets=[CSS], sizing_mode="stretch_width")
 
 
-def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, selections_dir=None,
-              real_overlay: bool = True) -> pn.template.FastListTemplate:
+def build_app(dataset=None, model=None, *, allowed_dirs=(), selections_dir=None, models_dir=None,
+              real_overlay: bool = True) -> ExplorerPage:
     """The explorer page for one session.
 
     Parameters
@@ -171,145 +337,60 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), export_dir=None, sel
     dataset : dataset directory (default: the shipped sample universe).
     model : checkpoint directory or zoo name (default: the shipped sample autoencoder).
     allowed_dirs : more directories the page may open (see `allowed_directories`).
-    export_dir : where CSV exports and their provenance are written (default: a temporary directory).
     selections_dir : where named selections are kept (default: <data_dir>/selections).
+    models_dir : where trained models are written (default: <data_dir>/models).
     real_overlay : show the 30 real ALMA galaxies of Dawson et al. (2020) when available.
 
-    The template's ``explorer_state`` attribute is the session's `ExplorerState`.
+    The page's ``session`` attribute holds its states.
     """
+    feedback.install()
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
-    state = ExplorerState(load_bundle(dataset, model), allowed_dirs=allowed_directories(dataset, model, allowed_dirs),
-                          selections_dir=selections_dir)
-    if real_overlay:
-        guarded(state, lambda: setattr(state, "markers", real_galaxy_markers(state)))()
-    export_dir = Path(export_dir) if export_dir is not None else Path(tempfile.mkdtemp(prefix="galexplore-export-"))
-
-    from galexplore.ui.boundary_view import BoundaryModel
-
-    latent = LatentView(state)
-    boundary = BoundaryModel(state)
-    latent.pane.object = latent.overlay * boundary.overlay()  # the session's own boundary on the map
-    explore = pn.Row(pn.Column(latent, SelectionCount(state)), DetailView(state))
-    shown_selection: list[SelectionView] = []
-
-    def selection_tab() -> SelectionView:
-        shown_selection.append(SelectionView(state, export_dir))
-        return shown_selection[0]
-
-    def statistics_tab():
-        from galexplore.ui.stats_view import StatsView
-        return StatsView(state)
-
-    def upload_tab():
-        from galexplore.ui.upload_view import UploadView
-        return UploadView(state)
-
-    def boundaries_tab():
-        from galexplore.ui.boundary_view import BoundaryView
-        return BoundaryView(state, boundary)
-
-    shown_training: list = []
-
-    def training_tab():
-        from galexplore.ui.training_view import TrainingView
-        shown_training.append(TrainingView(state, boundary=boundary))
-        return shown_training[0]
-
-    tabs = pn.Tabs(("Explore", explore), *[(name, on_first_view(build)) for name, build in (
-        ("Selection", selection_tab), ("Statistics", statistics_tab), ("Your data", upload_tab),
-        ("Boundaries", boundaries_tab), ("Training", training_tab))], dynamic=True)
-
-    def on_tab(event) -> None:  # the selection's table, histogram and gallery follow it only while shown
-        for view in shown_selection:
-            view.shown = event.new == 1
-        for view in shown_training:  # its loss curve redraws only while shown
-            view.shown = event.new == 5
-
-    tabs.param.watch(on_tab, "active")
-
-    template = pn.template.FastListTemplate(
-        title=TITLE,
-        sidebar=[pn.pane.Markdown("### Data"), SourcePicker(state, dataset, model),
-                 pn.pane.Markdown("### Latent map"), LatentControls(state)],
-        main=[pn.Column(message_pane(state), tabs)],
-        sidebar_width=320,
-        theme_toggle=False,
-    )
-    template.explorer_state = state
-    return template
+    session = Session.open(BUNDLES.get(dataset, model), allowed_directories(dataset, model, allowed_dirs))
+    return ExplorerPage(session, Path(selections_dir) if selections_dir is not None else data_dir() / "selections",
+                        Path(models_dir) if models_dir is not None else user_models_dir(), real_overlay=real_overlay)
 
 
-@functools.cache
+def configure_panel() -> None:
+    """Panel's settings for the explorer; its JavaScript and CSS come from this server."""
+    pn.extension("tabulator", sizing_mode="fixed")
+
+
 def warm_up() -> None:
-    """Run the latent map's whole pipeline (rasterise, spread, colour, lasso, click) once on a
-    few synthetic points, so that Numba compiles Datashader's and the selection's kernels
-    before the first browser session rather than during it. Runs once per process."""
-    import numpy as np
-    import pandas as pd
-    import datashader as ds
-    import datashader.transfer_functions as tf
-    import xarray as xr
+    """Load the map's raster and selection kernels (compiled on the very first start, then read
+    from Numba's cache) and start the server's thread limits."""
+    from galexplore.explorer import raster
 
-    from galexplore.ui.bundle import Bundle
-
-    rng = np.random.default_rng(0)
-    latent = rng.standard_normal((200, 3))
-    table = pd.DataFrame({"id": np.arange(200, dtype=np.int64), "kappa": rng.uniform(0.0, 1.0, 200),
-                          **{f"latent_{k}": latent[:, k] for k in range(3)},
-                          **{f"pca_{k}": latent[:, k] for k in range(3)},
-                          "folded_r": np.hypot(latent[:, 0], latent[:, 1]), "folded_h": np.abs(latent[:, 2])})
-    with tempfile.TemporaryDirectory(prefix="galexplore-warm-up-") as scratch:
-        state = ExplorerState(Bundle(dataset=None, model=None, table=table, column_units={}), selections_dir=scratch)
-        view = LatentView(state)
-        plot = hv.renderer("bokeh").get_plot(view.overlay)  # kept alive: gestures below redraw it
-        # Numba types the plot's range by value (int 0 at a non-negative axis, else float):
-        # the folded plane (r, h >= 0) and a latent plane (either sign) cover both
-        for projection in ("folded (r, h)", next(p for p in state.param.projection.objects if "folded" not in p)):
-            for colour in ("kappa", "density (counts)"):
-                state.param.update(projection=projection, color_by=colour)
-                state.select_polygon(np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 1.0]]) + [1.0, 0.0])
-                state.click(1.0, 0.0)
-        plot.cleanup()
-    # Datashader compiles one spreading kernel per dtype, size and memory layout: the map's
-    # layers are float32 (`as_float32`) and C-contiguous, and dynspread may choose any spread
-    # up to MAX_SPREAD_PX (with HoloViews' default operator)
-    for px in range(1, MAX_SPREAD_PX + 1):
-        tf.spread(xr.DataArray(np.ones((2 * px + 3, 2 * px + 3), dtype=np.float32)), px=px)
-    # ...and one aggregation kernel per reduction and type of the plot's range: float, or an
-    # int 0 where HoloViews clips an axis at zero
-    frame = pd.DataFrame({"x": latent[:, 0], "y": latent[:, 1], "value": latent[:, 2]})
-    for low in (-1.0, 0):
-        for reduction in (ds.count(), ds.mean("value")):
-            ds.Canvas(8, 8, x_range=(low, 1.0), y_range=(low, 1.0)).points(frame, "x", "y", reduction)
+    limit_server_threads()
+    raster.warm_up()
 
 
-def warm_up_page(dataset, model, **build_kwargs) -> None:
-    """Build and render one explorer page of ``dataset`` and ``model`` into a throwaway Bokeh
-    document, so that the first browser session finds the bundle's indices, the real-galaxy
-    overlay, torch's first call and Bokeh's model classes ready rather than paying for them."""
-    from bokeh.document import Document
+def progress_printer(started: float):
+    """A function printing one line of start-up progress on standard error, with the seconds
+    since ``started`` (a `time.monotonic` reading)."""
+    def say(text: str) -> None:
+        print(f"galexplore: [{time.monotonic() - started:4.1f} s] {text}", file=sys.stderr, flush=True)
 
-    build_app(dataset, model, **build_kwargs).server_doc(Document())
+    return say
 
 
 def serve(dataset=None, model=None, port: int = 5006, show: bool = True, threaded: bool = False,
-          allow_remote: bool = False, **build_kwargs):
+          allow_remote: bool = False, started: float | None = None, **build_kwargs):
     """Serve the explorer on localhost:``port``; each browser session gets its own state.
 
     With ``allow_remote`` the server listens on every interface and takes clients from any
     host and page origin: there is no authentication, so only on a trusted network.
-    Returns the server when ``threaded`` (it runs in a thread)."""
-    import torch
-
-    pn.extension("tabulator", notifications=True, sizing_mode="fixed")
-    hv.extension("bokeh")
-    torch.set_num_threads(SERVER_TORCH_THREADS)
+    ``started``: when the command began (`time.monotonic`), for the progress lines it prints.
+    Returns the server when ``threaded`` (it runs in a thread).
+    """
+    say = progress_printer(time.monotonic() if started is None else started)
+    say("loading the sample universe and its model card" if dataset is None else f"loading {dataset}")
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
-    load_bundle(dataset, model)  # fail here, with a readable message, rather than in every session
+    BUNDLES.get(dataset, model, status_callback=say)  # fail here, with a readable message, not in every session
+    say("loading the map's kernels")
     warm_up()
-    warm_up_page(dataset, model, **build_kwargs)
+    configure_panel()
 
     def session():
         refusal = session_refusal(allow_remote)
@@ -317,8 +398,9 @@ def serve(dataset=None, model=None, port: int = 5006, show: bool = True, threade
 
     address = "0.0.0.0" if allow_remote else "localhost"
     origins = ["*"] if allow_remote else [f"localhost:{port}", f"127.0.0.1:{port}"]
+    say(f"listening on http://{'localhost' if not allow_remote else address}:{port}/")
     try:
         return pn.serve({"/": session}, port=port, address=address, show=show, threaded=threaded,
-                        websocket_origin=origins, title="galexplore")
+                        websocket_origin=origins, title="galexplore", start=True)
     except OSError as error:
         raise GalexploreError(f"cannot serve on port {port} ({error}); choose another --port") from error

@@ -1,7 +1,8 @@
 """Colormaps and default colour ranges for catalogue and embedding columns.
 
 Kappa is shown on its natural 0..1 range, angles (position angles) with a cyclic
-colormap on 0..360 deg, everything else with a perceptually uniform sequential map.
+colormap on 0..360 deg, latent coordinates with a diverging map, everything else with a
+perceptually uniform rainbow whose ends are dark enough to show on the white map.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 #: Colormaps offered in the sidebar: name -> list of hex colours (Bokeh palettes).
 COLORMAPS: dict[str, list[str]] = {
+    "rainbow (perceptual)": list(cc.palette["rainbow4"]),
     "fire": list(cc.palette["fire"]),
     "bgy": list(cc.palette["bgy"]),
     "bmy": list(cc.palette["bmy"]),
@@ -22,7 +24,10 @@ COLORMAPS: dict[str, list[str]] = {
 }
 AUTO = "auto"
 SELECTION_COLOUR = "#ff2bd6"
-MARKER_COLOUR = "#00e5ff"
+MARKER_COLOUR = "#00b8d4"
+#: The model card's kappa boundary (dashed) and the boundary fitted in the session (solid).
+MODEL_BOUNDARY_COLOUR = "#222222"
+FITTED_BOUNDARY_COLOUR = "#ff7f0e"
 
 
 def is_angle(column: str) -> bool:
@@ -44,7 +49,7 @@ def default_colormap(column: str | None, density: bool = False) -> str:
         return "colorwheel (cyclic)"
     if column.startswith("latent_") or column.startswith("pca_"):
         return "coolwarm (diverging)"
-    return "bgy"
+    return "rainbow (perceptual)"  # no near-white end: every value shows on the white map
 
 
 def default_range(column: str | None, values: np.ndarray | None = None) -> tuple[float, float] | None:
@@ -67,9 +72,3 @@ def default_range(column: str | None, values: np.ndarray | None = None) -> tuple
     if hi <= lo:
         hi = lo + 1.0
     return (float(lo), float(hi))
-
-
-def axis_label(column: str, units: dict[str, str]) -> str:
-    """'column [unit]' when the column has a unit, else the bare column name."""
-    unit = units.get(column, "")
-    return f"{column} [{unit}]" if unit else column

@@ -29,12 +29,22 @@ TICK_WIDTH = 52
 MARGIN = 6
 
 
+def _palettes() -> dict[str, tuple[str, ...]]:
+    from bokeh import palettes
+
+    return {"inferno": palettes.Inferno256, "viridis": palettes.Viridis256, "magma": palettes.Magma256,
+            "gray": palettes.Greys256, "RdBu_r": palettes.RdBu11}  # RdBu11 runs blue to red
+
+
 @functools.cache
 def colour_table(cmap: str) -> np.ndarray:
-    """(TABLE_SIZE, 4) uint8 RGBA samples of the Matplotlib colormap ``cmap``."""
-    import matplotlib
-
-    return np.round(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, TABLE_SIZE)) * 255).astype(np.uint8)
+    """(TABLE_SIZE, 4) uint8 RGBA of a colormap ("inferno", "viridis", "magma", "gray",
+    "RdBu_r": Bokeh's palettes of the Matplotlib maps), linearly interpolated."""
+    colours = _palettes()[cmap]
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.float64)
+    at = np.linspace(0.0, len(rgb) - 1.0, TABLE_SIZE)
+    table = np.column_stack([np.interp(at, np.arange(len(rgb)), rgb[:, k]) for k in range(3)])
+    return np.column_stack([np.round(table), np.full(TABLE_SIZE, 255.0)]).astype(np.uint8)
 
 
 @functools.cache
@@ -184,3 +194,22 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def strip_png(images: Sequence[np.ndarray], labels: Sequence[str], cmap: str,
+              limits: Sequence[tuple[float, float]], columns: int = 4, scale: int = 1) -> bytes:
+    """Small maps in rows of ``columns``, each with a caption under it (no colourbar): a
+    gallery of neighbours or a latent traversal as one PNG. Row 0 of each map at the
+    bottom, NaN pixels transparent."""
+    if not images:
+        raise ValueError("strip_png needs at least one image")
+    height, width = np.shape(images[0])
+    tile_w, tile_h = width * scale + 2 * MARGIN, height * scale + LABEL_HEIGHT + 4
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGBA", (tile_w * min(columns, len(images)), tile_h * rows), (255, 255, 255, 0))
+    draw = ImageDraw.Draw(sheet)
+    for k, (image, label, lim) in enumerate(zip(images, labels, limits)):
+        x, y = (k % columns) * tile_w + MARGIN, (k // columns) * tile_h
+        sheet.paste(Image.fromarray(colourise(image, cmap, lim, scale, blank=(0, 0, 0, 0))), (x, y))
+        draw.text((x, y + height * scale + 2), _fit(label, tile_w - MARGIN), fill=TEXT_COLOUR, font=_font())
+    return png_bytes(sheet)
