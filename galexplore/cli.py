@@ -99,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from galexplore.analysis.evaluate import evaluate_model
 
-    report = evaluate_model(args.model, args.dataset, device=args.device)
+    report = evaluate_model(args.model, args.dataset, device=args.device, recipe=args.recipe)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--recipe", help="preprocessing instead of the card's, e.g. dawson2020_noisy for S/N 10 maps "
+                   "(Dawson et al. 2020 sec. 2.4)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("embed", help="compute (or read from cache) a model's embedding of a dataset")

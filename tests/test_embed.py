@@ -92,3 +92,22 @@ def test_unwritable_dataset_directory_falls_back_to_the_user_cache(tmp_path, mon
     assert list(table["id"]) == list(np.arange(12) * 10)
     assert "pred_class" not in table.columns, "no boundary in the card: no class prediction"
     assert len(list((tmp_path / "cache" / "embeddings").glob("*.parquet"))) == 1
+
+
+def test_recipe_override_encodes_noisy_maps_as_the_paper_and_caches_apart(alma):
+    from galexplore.data.recipes import dawson2020_noisy
+    from galexplore.errors import ParameterError
+
+    dataset, model, _ = alma
+    plain = LoadedModel(model, device="cpu")
+    noisy = LoadedModel(model, device="cpu", recipe="dawson2020_noisy")
+    assert noisy.card.recipe == "dawson2020_noisy" and plain.card.recipe == "dawson2020"
+    table = load_or_compute_embedding(noisy, dataset, umap=False)
+    assert cache_path(noisy, dataset) != cache_path(plain, dataset)
+    maps = np.asarray(dataset.maps[:], dtype=np.float32)[:, [dataset.channel_index("mom1")]]
+    with torch.inference_mode():
+        expected = noisy.model.encode(torch.from_numpy(dawson2020_noisy(maps))).numpy()
+    np.testing.assert_allclose(table[["latent_0", "latent_1", "latent_2"]].to_numpy(), expected, atol=1e-4)
+    assert not np.allclose(load_or_compute_embedding(plain, dataset, umap=False)["latent_0"], table["latent_0"])
+    with pytest.raises(ParameterError, match="unknown recipe"):
+        LoadedModel(model, device="cpu", recipe="no_such_recipe")

@@ -11,6 +11,7 @@ derived again (milliseconds, UMAP included, since UMAP depends on the latents al
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import pandas as pd
 from galexplore.analysis.inference import run_model
 from galexplore.analysis.projections import LatentProjector
 from galexplore.data.dataset import Dataset, open_dataset
+from galexplore.data.recipes import get_recipe
 from galexplore.errors import DatasetError
 from galexplore.models.checkpoint import WEIGHTS_FILE, ModelCard, check_compatible, load_checkpoint, read_card
 from galexplore.models.device import resolve_device
@@ -44,12 +46,23 @@ StatusCallback = Callable[[str], None]
 
 
 class LoadedModel:
-    """A model with its card, its hash and its checkpoint directory (the unit the app switches between)."""
+    """A model with its card, its hash and its checkpoint directory (the unit the app switches between).
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+    Parameters
+    ----------
+    path : checkpoint directory or zoo name.
+    device : "auto", "cpu" or "cuda".
+    recipe : preprocessing recipe to use instead of the card's (e.g. ``"dawson2020_noisy"``
+        for maps with noise, as in sec. 2.4 of Dawson et al. 2020). Outputs are cached apart.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", recipe: str | None = None):
         self.path = resolve_model(str(path))
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(self.path, device=self.device)
+        if recipe is not None and recipe != self.card.recipe:
+            get_recipe(recipe)  # an unknown name fails here, listing the known ones
+            self.card = dataclasses.replace(self.card, recipe=recipe)
         self.model.eval()
         self.hash = self.card.model_hash(self.model)
 

@@ -44,7 +44,7 @@ NON_PROPERTY_COLUMNS = ("id", "galaxy_id", "view", "snr")
 MAX_LATENTS_FOR_STATISTICS = 16
 
 
-def evaluate_model(model, dataset, device: str = "auto") -> dict:
+def evaluate_model(model, dataset, device: str = "auto", recipe: str | None = None) -> dict:
     """All metrics that apply to ``model`` on ``dataset``.
 
     Parameters
@@ -52,6 +52,7 @@ def evaluate_model(model, dataset, device: str = "auto") -> dict:
     model : checkpoint directory, zoo name, or a loaded ``galexplore.analysis.embed.LoadedModel``.
     dataset : dataset directory or ``galexplore.data.Dataset``.
     device : "auto", "cpu" or "cuda" (used only when the embedding is not cached).
+    recipe : preprocessing to use instead of the card's (see `LoadedModel`); not with a loaded model.
 
     Returns
     -------
@@ -60,7 +61,7 @@ def evaluate_model(model, dataset, device: str = "auto") -> dict:
     from galexplore.analysis.embed import LoadedModel, load_or_compute_embedding
     from galexplore.data.dataset import Dataset, open_dataset
 
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device)
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, device=device, recipe=recipe)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     table = load_or_compute_embedding(loaded, ds, device=device)
     report = evaluate_embedding(loaded.card, ds.catalog, table, dataset_fingerprint=ds.fingerprint)
