@@ -9,6 +9,7 @@ as loading while an operation runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
@@ -61,6 +62,34 @@ def on_document(model, change: Callable[[], None]) -> None:
         change()
     else:
         document.add_next_tick_callback(change)
+
+
+def in_session(change: Callable[[], None]):
+    """Run ``change`` (edits of widgets and panes) under the lock of the current session's
+    document, on its next tick, and return an awaitable of its end.
+
+    An async callback that edits the page after an ``await`` can race the websocket writes of
+    updates scheduled meanwhile (a newly rendered map, say), and Panel may then never send the
+    edits; under the lock, Bokeh sends them with the next patch.
+    """
+    document = pn.state.curdoc
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    if document is None or document.session_context is None:
+        change()
+        done.set_result(None)
+        return done
+
+    def run() -> None:
+        try:
+            change()
+        except BaseException as error:  # noqa: BLE001 -- handed to the awaiting callback
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    document.add_next_tick_callback(run)
+    return done
 
 
 @contextlib.contextmanager

@@ -175,15 +175,21 @@ class SourcePicker(pn.viewable.Viewer):
                 await self._embed_in_background(dataset, model)
             self.status.object = "reading the embedding..."
             bundle = await asyncio.to_thread(BUNDLES.get, dataset, model)
-            session.source.switch(bundle)
-            session.messages.notify(f"opened {Path(dataset).name} with model {bundle.name}",
-                                    "success")
-            if self.model.value != str(bundle.model.path):
-                self.model.param.update(options=model_choices(bundle.model.path), value=str(bundle.model.path))
+            choices = await asyncio.to_thread(model_choices, bundle.model.path)
+            await feedback.in_session(lambda: self._show(bundle, Path(dataset).name, choices))
         finally:
-            self.button.disabled = False
-            self.progress.visible = False
-            self.status.object = ""
+            await feedback.in_session(self._idle)
+
+    def _show(self, bundle: Bundle, dataset_name: str, choices: dict[str, str]) -> None:
+        self.session.source.switch(bundle)
+        self.session.messages.notify(f"opened {dataset_name} with model {bundle.name}", "success")
+        if self.model.value != str(bundle.model.path):
+            self.model.param.update(options=choices, value=str(bundle.model.path))
+
+    def _idle(self) -> None:
+        self.button.disabled = False
+        self.progress.visible = False
+        self.status.object = ""
 
     async def _embed_in_background(self, dataset: Path, model: str) -> None:
         """Compute the embedding in a low-priority process, showing its progress."""
