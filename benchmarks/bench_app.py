@@ -17,7 +17,7 @@
   server's one thread (as the server runs it) against every thread, interleaved.
 
 Run: ``python benchmarks/bench_app.py [--dataset D --model M] [--skip-browser] [--big N]``
-(needs the ``bench`` extra: holoviews, datashader).
+(needs the ``bench`` extra: holoviews).
 """
 
 from __future__ import annotations

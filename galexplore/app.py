@@ -12,10 +12,10 @@ import panel as pn
 
 from galexplore.errors import GalexploreError
 from galexplore.explorer.access import allowed_directories, confine
-from galexplore.ui.layout import build_app, configure_panel, refusal_page, session_refusal, warm_up
+from galexplore.ui.layout import build_app, configure_panel, refusal_page, session_refusal, start_warm_up
 
 configure_panel()
-warm_up()  # once per server process: thread limits and the map's cached kernels
+start_warm_up()  # in the background, once per server process: thread limits, Datashader's kernels
 
 
 def _argument(name: str) -> str | None:

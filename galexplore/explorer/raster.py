@@ -1,111 +1,30 @@
-"""The latent map's pixels: scatter points binned into a grid, counted or averaged, and
-isolated pixels spread so that they stay visible.
+"""The latent map's pixels, rendered by Datashader: scatter points binned into a grid,
+counted or averaged (``Canvas.points`` with ``count`` or ``mean``), and isolated pixels
+spread so that they stay visible (``transfer_functions.dynspread``).
 
-This is the reduction Datashader performs (``Canvas.points`` with ``count`` or ``mean``,
-then ``dynspread``), written as three Numba kernels that are compiled once and cached on
-disk (``cache=True``). Datashader generates its kernels at run time and compiles its
-compositing operators on import, so Numba cannot cache them: every server start paid
-10-30 s of compilation before the first map. Loading these kernels from the cache takes
-well under a second.
+Datashader compiles its kernels with Numba on first use, which takes seconds (10-20 s on a
+busy 2-core machine); `warm_up` does it once per process, and the server runs it in a
+background thread while it already answers (`galexplore.ui.layout.serve`).
 
-Conventions: a grid of ``width`` x ``height`` pixels covers ``x_range`` x ``y_range``;
-pixel (row, col) covers ``[x0 + col dx, x0 + (col + 1) dx)`` and likewise in y, the upper
-edges of the range belong to the last pixel; row 0 is at ``y0`` (the bottom, as Bokeh's
-``image`` glyph draws it). Empty pixels are NaN.
+Conventions (Datashader's): a grid of ``width`` x ``height`` pixels covers ``x_range`` x
+``y_range``; the upper edges of the ranges belong to the last pixel; row 0 is at the low end
+of ``y_range`` (the bottom, as Bokeh's ``image`` glyph draws it). Empty pixels are NaN.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+import pandas as pd
 
 from galexplore.errors import ParameterError
 
 #: Largest spread of an isolated pixel, in pixels on each side.
 MAX_SPREAD_PX = 3
 #: Spreading stops before more than this fraction of the non-empty pixels would touch
-#: another one (Datashader's ``dynspread`` rule and threshold).
+#: another one (the threshold of Datashader's ``dynspread``).
 SPREAD_THRESHOLD = 0.6
-
-
-@numba.njit(cache=True, nogil=True)
-def _bin(x, y, values, keep, x0, y0, sx, sy, width, height, counts, sums):
-    """Add every kept point with finite coordinates to ``counts`` (and its non-NaN value to ``sums``)."""
-    n = x.shape[0]
-    use_values = values.shape[0] == n
-    use_keep = keep.shape[0] == n
-    for i in range(n):
-        if use_keep and not keep[i]:
-            continue
-        fx = (np.float64(x[i]) - x0) * sx
-        fy = (np.float64(y[i]) - y0) * sy
-        if not (0.0 <= fx <= width and 0.0 <= fy <= height):  # also False for NaN and inf
-            continue
-        col = min(int(fx), width - 1)
-        row = min(int(fy), height - 1)
-        if use_values:
-            v = np.float64(values[i])
-            if v != v:  # NaN
-                continue
-            sums[row, col] += v
-        counts[row, col] += 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _neighbour_fraction(filled, radius):
-    """Fraction of filled pixels with another filled pixel within ``radius`` (in rows and
-    columns); 1.0 when none is filled."""
-    height, width = filled.shape
-    total = 0
-    with_neighbours = 0
-    for r in range(height):
-        for c in range(width):
-            if not filled[r, c]:
-                continue
-            total += 1
-            found = False
-            for rr in range(max(0, r - radius), min(height, r + radius + 1)):
-                for cc in range(max(0, c - radius), min(width, c + radius + 1)):
-                    if (rr != r or cc != c) and filled[rr, cc]:
-                        found = True
-                        break
-                if found:
-                    break
-            if found:
-                with_neighbours += 1
-    return 1.0 if total == 0 else with_neighbours / total
-
-
-@numba.njit(cache=True, nogil=True)
-def _spread(image, px, out):
-    """Copy ``image`` to ``out`` and paint every empty pixel within a disc of radius ``px``
-    of a filled one with the value of the nearest filled pixel (ties: the first in row order)."""
-    height, width = image.shape
-    best = np.full((height, width), np.inf)
-    for r in range(height):
-        for c in range(width):
-            out[r, c] = image[r, c]
-            if not np.isnan(image[r, c]):
-                best[r, c] = 0.0
-    limit = px * px + px  # a disc that includes the four edge-adjacent pixels at distance px
-    for r in range(height):
-        for c in range(width):
-            value = image[r, c]
-            if np.isnan(value):
-                continue
-            for dr in range(-px, px + 1):
-                rr = r + dr
-                if rr < 0 or rr >= height:
-                    continue
-                for dc in range(-px, px + 1):
-                    cc = c + dc
-                    d2 = dr * dr + dc * dc
-                    if cc < 0 or cc >= width or d2 > limit or d2 >= best[rr, cc]:
-                        continue
-                    best[rr, cc] = d2
-                    out[rr, cc] = value
 
 
 @dataclass(frozen=True)
@@ -156,33 +75,55 @@ def rasterize(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_rang
         raise ParameterError(f"the map's ranges must be finite with low < high, got x {x_range} and y {y_range}")
     if width < 1 or height < 1:
         raise ParameterError(f"the map needs at least 1 x 1 pixels, got {width} x {height}")
-    x = _floating(x)
-    y = np.asarray(y, dtype=x.dtype)
-    values = np.empty(0, dtype=np.float32) if values is None else _floating(values)
-    keep = np.empty(0, dtype=np.bool_) if keep is None else np.asarray(keep, dtype=np.bool_)
-    counts = np.zeros((height, width), dtype=np.int64)
-    sums = np.zeros((height, width), dtype=np.float64)
-    _bin(x, y, values, keep, x_lo, y_lo, width / (x_hi - x_lo), height / (y_hi - y_lo), width, height, counts, sums)
-    filled = counts > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        image = np.where(filled, sums / counts if values.size else counts, np.nan).astype(np.float32)
+    import datashader as ds
+    import datashader.transfer_functions as tf
+
+    columns = {"x": _floating(x)}
+    columns["y"] = np.asarray(y, dtype=columns["x"].dtype)
+    if values is not None:
+        columns["value"] = _floating(values)
+    if keep is not None:
+        keep = np.asarray(keep, dtype=np.bool_)
+        columns = {name: column[keep] for name, column in columns.items()}
+    points = pd.DataFrame(columns, copy=False)
+    canvas = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=(x_lo, x_hi), y_range=(y_lo, y_hi))
+    counts = canvas.points(points, "x", "y", agg=ds.count("value") if values is not None else ds.count())
+    if values is not None:
+        aggregate = canvas.points(points, "x", "y", agg=ds.mean("value"))
+    else:
+        aggregate = counts.astype(np.float32).where(counts > 0)
     if spread_px is None:
-        spread_px = max_spread_px
-        for px in range(1, max_spread_px + 1):
-            if _neighbour_fraction(filled, 2 * px) > threshold:
-                spread_px = px - 1
-                break
-    return Raster(spread(image, spread_px), (x_lo, x_hi), (y_lo, y_hi), spread_px, int(counts.sum()))
+        spread_px = _dynamic_spread(counts, max_spread_px, threshold, tf)
+    image = _spread(aggregate, spread_px, tf).to_numpy().astype(np.float32, copy=False)
+    return Raster(image, (x_lo, x_hi), (y_lo, y_hi), spread_px, int(counts.sum()))
+
+
+def _dynamic_spread(counts, max_px: int, threshold: float, tf) -> int:
+    """How far Datashader's ``dynspread`` spreads the count grid ``counts`` (0 to ``max_px``):
+    the distance whose plain ``spread`` gives the same grid."""
+    spread_out = tf.dynspread(counts, threshold=threshold, max_px=max_px, how="max").to_numpy()
+    for px in range(max_px + 1):
+        if np.array_equal(_spread(counts, px, tf).to_numpy(), spread_out):
+            return px
+    return max_px
+
+
+def _spread(aggregate, px: int, tf):
+    """Datashader's ``spread`` of a float grid by ``px`` (0: the grid itself): empty pixels
+    within ``px`` of filled ones take the largest of their values."""
+    return aggregate if px <= 0 else tf.spread(aggregate, px=int(px), how="max")
 
 
 def spread(image: np.ndarray, px: int) -> np.ndarray:
-    """``image`` with every empty (NaN) pixel within ``px`` of a filled one painted with the
-    value of the nearest filled pixel (``px`` = 0: ``image`` itself)."""
+    """``image`` (NaN where empty) spread by ``px`` pixels as the map spreads its points
+    (``px`` = 0: ``image`` itself)."""
     if px <= 0:
         return image
-    out = np.empty_like(image)
-    _spread(image, int(px), out)
-    return out
+    import datashader.transfer_functions as tf
+    import xarray as xr
+
+    grid = xr.DataArray(np.asarray(image), dims=("y", "x"))
+    return _spread(grid, px, tf).to_numpy().astype(image.dtype, copy=False)
 
 
 def _floating(array) -> np.ndarray:
@@ -192,7 +133,7 @@ def _floating(array) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Load (or, the first time, compile) the kernels for every type the map passes them."""
+    """Compile Datashader's kernels for every type the map passes them (once per process)."""
     for coordinates in (np.float32, np.float64):
         x = np.array([0.0, 1.0, 0.5], dtype=coordinates)
         for values in (None, np.float32, np.float64):

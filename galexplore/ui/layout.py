@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,13 +363,24 @@ def configure_panel() -> None:
     pn.extension("tabulator", sizing_mode="fixed")
 
 
-def warm_up() -> None:
-    """Load the map's raster and selection kernels (compiled on the very first start, then read
-    from Numba's cache) and start the server's thread limits."""
+def warm_up(say=None) -> None:
+    """Start the server's thread limits and compile Datashader's kernels for the map
+    (seconds, once per process); ``say`` is called with a line when they are ready."""
     from galexplore.explorer import raster
 
     limit_server_threads()
+    started = time.monotonic()
     raster.warm_up()
+    if say is not None:
+        say(f"Datashader is ready to draw the map (compiled in {time.monotonic() - started:.1f} s)")
+
+
+@functools.cache
+def start_warm_up(say=None) -> threading.Thread:
+    """Run `warm_up` in a background thread, once per process (per ``say``; later calls return that thread)."""
+    thread = threading.Thread(target=warm_up, args=(say,), name="galexplore-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def progress_printer(started: float):
@@ -394,8 +406,8 @@ def serve(dataset=None, model=None, port: int = 5006, show: bool = True, threade
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
     BUNDLES.get(dataset, model, status_callback=say)  # fail here, with a readable message, not in every session
-    say("loading the map's kernels")
-    warm_up()
+    say("compiling Datashader's kernels in the background (a page opened meanwhile draws its map once they are ready)")
+    start_warm_up(say)
     configure_panel()
 
     def session():
