@@ -151,7 +151,7 @@ bundle = load_bundle({dataset!r}, {model!r})
 out["load_s"] = time.perf_counter() - t
 out["rss_loaded_mb"], out["peak_loaded_mb"] = rss_mb(), peak_mb()
 out["table_mb"] = float(bundle.table.memory_usage(index=False, deep=True).sum() / 1e6)
-out["columns"] = len(bundle.table.columns)
+out["columns"] = len(bundle.columns)
 with tempfile.TemporaryDirectory() as scratch:
     state = ExplorerState(bundle, selections_dir=scratch)
     x, y = bundle.xy(state.projection)
@@ -185,7 +185,7 @@ with tempfile.TemporaryDirectory() as scratch:
     row = state.click(float(np.nanmedian(x)), float(np.nanmedian(y)), x_range=(x_lo, x_hi), y_range=(y_lo, y_hi))
     out["click_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    bundle.neighbours_of_latent(bundle.table[[c for c in bundle.table.columns if c.startswith("latent_")]]
+    bundle.neighbours_of_latent(bundle.table[[c for c in bundle.columns if c.startswith("latent_")]]
                                 .iloc[[int(row)]].to_numpy(), 8)
     out["neighbours_first_s"] = time.perf_counter() - t
     out["rss_neighbours_mb"] = rss_mb()
