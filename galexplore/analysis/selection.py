@@ -573,7 +573,8 @@ class PointIndex:
         return rows[best].astype(np.int64), dist[best]
 
     def _scaled_distance(self, rows: np.ndarray, x: float, y: float, sx: float, sy: float) -> np.ndarray:
-        return np.hypot(self.x[rows] * sx - x * sx, self.y[rows] * sy - y * sy)
+        px, py = self.x[rows].astype(np.float64), self.y[rows].astype(np.float64)  # float32 arithmetic is not enough
+        return np.hypot(px * sx - x * sx, py * sy - y * sy)
 
 
 @numba.njit(cache=True, nogil=True)
