@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from galexplore.analysis.inference import run_model
-from galexplore.analysis.projections import LatentProjector
+from galexplore.analysis.projections import DEFAULT_KAPPA_THRESHOLD, LatentProjector
 from galexplore.data.dataset import Dataset, open_dataset
 from galexplore.errors import DatasetError
 from galexplore.models.checkpoint import WEIGHTS_FILE, ModelCard, check_compatible, load_checkpoint, read_card
@@ -171,8 +171,15 @@ def cache_path(model, dataset: Dataset) -> Path | None:
 
 
 def _card_part(extras: dict) -> dict:
-    """The parts of a card's extras that a projector takes as given."""
-    return {k: extras[k] for k in ("pca", "boundary", "pa_calibration") if extras.get(k)}
+    """The numbers of a card's extras (or of a projector's record) that a projector takes as
+    given and that change the projection columns: the PCA rotation, the boundary's position
+    and kappa threshold, the PA calibration. Notes such as ``fitted_on`` or the boundary's
+    uncertainty change no column, so a card that differs only in them reuses the cached table."""
+    pca, boundary, calibration = (extras.get(k) or {} for k in ("pca", "boundary", "pa_calibration"))
+    return {"pca": [pca.get("mean"), pca.get("components")],
+            "boundary": [boundary.get("folded_r"), boundary.get("kappa_threshold", DEFAULT_KAPPA_THRESHOLD)
+                         if boundary.get("folded_r") is not None else None],
+            "pa_calibration": [calibration.get("sense"), calibration.get("offset_deg")]}
 
 
 def _read_cached(path: Path, card: ModelCard) -> Embedding | None:
@@ -188,12 +195,15 @@ def _read_cached(path: Path, card: ModelCard) -> Embedding | None:
         reference = None
         fit_ids = (record.get("umap") or {}).get("fit_ids")
         if fit_ids is not None and {"umap_0", "umap_1"} <= set(names):
-            fit_ids = np.asarray(fit_ids)
-            parts = []
-            for batch in parquet.iter_batches(batch_size=1 << 18, columns=["id", *latent_names, "umap_0", "umap_1"]):
-                chunk = batch.to_pandas()
-                parts.append(chunk[np.isin(chunk["id"].to_numpy(), fit_ids)])
-            rows = pd.concat(parts, ignore_index=True)
+            fit_ids, parts = np.asarray(fit_ids), []
+            for group in range(parquet.num_row_groups):  # a row group at a time: 10^7 rows need no 10^7 array
+                ids = parquet.read_row_group(group, columns=["id"]).column(0).to_numpy()
+                hits = np.flatnonzero(np.isin(ids, fit_ids))
+                if hits.size:
+                    chunk = parquet.read_row_group(group, columns=[*latent_names, "umap_0", "umap_1"])
+                    parts.append(chunk.take(hits).to_pandas())
+            rows = pd.concat(parts, ignore_index=True) if parts else \
+                pd.DataFrame({c: np.empty(0, np.float32) for c in [*latent_names, "umap_0", "umap_1"]})
             reference = (rows[latent_names].to_numpy(np.float64), rows[["umap_0", "umap_1"]].to_numpy(np.float64))
     except (OSError, KeyError, ValueError):
         return None  # unreadable or from an older galexplore: recomputed and replaced
