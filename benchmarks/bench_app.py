@@ -52,7 +52,7 @@ from galexplore.explorer.bundles import build_bundle
 
 bundle = build_bundle(sys.argv[1], sys.argv[2])
 x, y = bundle.xy("folded (r, h)")
-points = hv.Points((x, y, bundle.table["kappa"].to_numpy()), vdims=["kappa"])
+points = hv.Points((x, y, bundle.column("kappa")), vdims=["kappa"])
 hv.extension("bokeh")
 
 
@@ -176,7 +176,7 @@ def _render_time(bundle, rng) -> tuple[float, float, int]:
     view = LatentMap(map=map_state, selection=SelectionState(map=map_state), boundary=FittedBoundary(source=source),
                      messages=Messages())
     x, y = bundle.xy(map_state.projection)
-    value = bundle.table["kappa"].to_numpy()
+    value = bundle.column("kappa")
     (x0, x1), (y0, y1) = bundle.extent(map_state.projection)
     zooms = [(x0 + f * (x1 - x0), x1 - f * (x1 - x0), y0 + f * (y1 - y0), y1 - f * (y1 - y0))
              for f in (0.02, 0.05, 0.08, 0.11, 0.14)]
@@ -309,7 +309,7 @@ def boundary_fit(dataset: str, model: str, repeats: int) -> None:
 
     bundle = build_bundle(dataset, model)
     rows, labels, text = bounds.labelled_by_threshold(bundle, "kappa", bundle.kappa_threshold)
-    features = latent_columns(bundle.table)
+    features = latent_columns(bundle.columns)
     print(f"== gradient-boosting boundary on the full latents ({len(rows):,} maps, {len(features)} latents), "
           f"{os.cpu_count()} cores ==")
     one, every = [], []

@@ -142,7 +142,7 @@ def main() -> None:
         for colour in colours_of(state) * 2:  # first renders load kernels and fill caches
             measure_once(state, view, colour, rng)
 
-        print(f"{os.cpu_count()} CPU cores; {len(source.bundle.table):,} maps; "
+        print(f"{os.cpu_count()} CPU cores; {source.bundle.n_maps:,} maps; "
               f"median of {args.repeats} interleaved idle/busy pairs\n")
         runs = [("job default", None)] + ([("every core", os.cpu_count())] if args.all_cores else [])
         header = f"{'what':<22} {'condition':<40} {'seconds':>9} {'ratio to idle':>14} {'median pair ratio':>18}"

@@ -166,7 +166,7 @@ def test_lasso_click_detail_and_selection_fit_the_window_and_export_one_zip(brow
     polygon = session.selection.current.polygon
     expected = int(MplPath(polygon).contains_points(np.column_stack([x, y])).sum())
     assert session.selection.rows.size == expected > 0
-    galaxies = session.bundle.table["galaxy_id"].to_numpy()[session.selection.rows]
+    galaxies = session.bundle.column("galaxy_id")[session.selection.rows]
     wait_for(lambda: f"{expected:,} maps selected ({np.unique(galaxies).size:,} galaxies)" in _count_text(page),
              "the selection count", page=page)
     page.screenshot(path=ARTIFACTS / "browser_lasso.png")
@@ -202,7 +202,7 @@ def test_lasso_click_detail_and_selection_fit_the_window_and_export_one_zip(brow
         rows = pd.read_csv(io.BytesIO(archive.read(names[0])))
         record = json.loads(archive.read(names[1]), parse_constant=lambda c: pytest.fail(f"{c} in the provenance"))
     assert names == ["selection.csv", "selection.provenance.json"]
-    assert sorted(rows["id"]) == sorted(session.bundle.table["id"].to_numpy()[session.selection.rows].tolist())
+    assert sorted(rows["id"]) == sorted(session.bundle.column("id")[session.selection.rows].tolist())
     assert record["column_units"]["pa"] == "deg" and record["column_units"]["folded_r"] == "latent units"
     assert record["dataset_fingerprint"] == session.bundle.dataset.fingerprint
     assert len(record["model_hash"]) == 64 and record["lasso_polygon"] == np.asarray(polygon).tolist()

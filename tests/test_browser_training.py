@@ -65,7 +65,7 @@ def test_boundary_fit_is_drawn_with_its_metrics(browser, server, log):
     wait_for(lambda: "TP = TN crossing" in _pane_text(page, "boundary-metrics"), "the boundary metrics", page=page)
     text = _pane_text(page, "boundary-metrics")
     assert "kappa > 0.6" in text and "Mean recall" in text
-    table = session.bundle.table
+    table = session.bundle.frame(["folded_r", "kappa", "pred_class_user"])
     r = table["folded_r"].to_numpy()
     crossing = float(re.search(r"r = ([-\d.e]+)", text).group(1))
     positive = table["kappa"].to_numpy() > 0.6

@@ -57,7 +57,7 @@ def test_labels_from_marks_by_hand():
 def test_marks_by_id_then_a_fit_and_its_columns():
     bundle = _bundle(_folded_table())
     marks = bounds.Marks()
-    ids = bundle.table["id"].to_numpy()
+    ids = bundle.column("id")
     marks.mark(ids[[3, 4, 5]], "A")
     marks.mark(ids[[0, 1, 5]], "B")  # row 5 moves from A to B
     marks.mark(ids[[1]], "clear")
@@ -71,7 +71,7 @@ def test_marks_by_id_then_a_fit_and_its_columns():
     columns, drop = bounds.prediction_columns(fit)
     assert list(columns) == [bounds.PRED_COLUMN] and drop == (bounds.PROBA_COLUMN,)
     derived = bundle.with_columns(columns, drop=drop)
-    np.testing.assert_array_equal(derived.table[bounds.PRED_COLUMN], fit.predicted)
+    np.testing.assert_array_equal(derived.column(bounds.PRED_COLUMN), fit.predicted)
     marks.clear()
     with pytest.raises(ParameterError, match="both classes"):
         bounds.fit_on_bundle(bundle, bounds.VERTICAL, [], *marks.labelled(bundle), "marks", None)

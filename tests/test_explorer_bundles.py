@@ -90,7 +90,7 @@ def test_a_derived_table_shares_the_indices_and_leaves_the_shared_one_alone(fixt
     bundle = BundleCache().get(*fixture_paths)
     index = bundle.point_index("folded (r, h)")
     derived = bundle.with_columns({"score": np.arange(120.0)}, units={"score": "dex"})
-    assert "score" in derived.table.columns and "score" not in bundle.table.columns
+    assert "score" in derived.columns and "score" not in bundle.columns
     assert derived.point_index("folded (r, h)") is index and derived.unit("score") == "dex"
     with pytest.raises(ParameterError, match="projections or ids"):
         bundle.with_columns({"folded_r": np.zeros(120)})
@@ -162,7 +162,7 @@ def test_a_boundary_saved_into_a_copy_of_the_model_costs_no_inference(fixture_pa
     dataset, model_dir = fixture_paths
     first = load_embedding(model_dir, dataset, umap=False)
     model, card = load_checkpoint(model_dir)
-    r = first.table["folded_r"].to_numpy()
+    r = first.column("folded_r")
     position = float(np.median(r))
     copy = save_checkpoint(model, dataclasses.replace(
         card, name="copy with a boundary", checksum="",
@@ -170,8 +170,8 @@ def test_a_boundary_saved_into_a_copy_of_the_model_costs_no_inference(fixture_pa
     monkeypatch.setattr(embed_module, "run_model", lambda *a, **k: pytest.fail("inference ran"))
     second = load_embedding(copy, dataset, umap=False)
     assert second.path == first.path  # one cache file: keyed by what the model computes, not its card
-    np.testing.assert_array_equal(second.table["latent_0"], first.table["latent_0"])
-    np.testing.assert_array_equal(second.table["pred_class"], (r >= position).astype(np.int8))
+    np.testing.assert_array_equal(second.column("latent_0"), first.column("latent_0"))
+    np.testing.assert_array_equal(second.column("pred_class"), (r >= position).astype(np.int8))
     assert second.projector.kappa_threshold_ == 0.6 and second.projector.boundary_r == position
     from galexplore.data import open_dataset
 

@@ -34,10 +34,10 @@ def test_detail_holds_the_dataset_maps_and_a_consistent_reconstruction(bundle):
     assert detail.units["mom1"] == "km/s"
     assert detail.model_input.shape == detail.reconstruction.shape == (1, 64, 64)
     np.testing.assert_allclose(detail.residual, detail.model_input - detail.reconstruction)
-    assert detail.galaxy_id == int(bundle.table["id"].iloc[7])
-    assert detail.pa_true == pytest.approx(bundle.table["pa"].iloc[7])
+    assert detail.galaxy_id == int(bundle.column("id")[7])
+    assert detail.pa_true == pytest.approx(bundle.column("pa")[7])
     assert 7 not in detail.neighbours and len(detail.neighbours) == 5
-    z = bundle.table[["latent_0", "latent_1", "latent_2"]].to_numpy()
+    z = bundle.frame(["latent_0", "latent_1", "latent_2"]).to_numpy()
     distance = np.linalg.norm(z - z[7], axis=1)
     distance[7] = np.inf
     assert set(detail.neighbours.tolist()) == set(np.argsort(distance)[:5].tolist())
@@ -90,7 +90,7 @@ def test_traversal_passes_through_the_reconstruction(bundle):
     detail = details.galaxy_detail(bundle, 3)
     values, decoded = details.latent_traversal(bundle, 3, axis=1, steps=5)
     assert decoded.shape == (5, 1, 64, 64)
-    assert values[2] == pytest.approx(bundle.table["latent_1"].iloc[3], rel=1e-5)
+    assert values[2] == pytest.approx(bundle.column("latent_1")[3], rel=1e-5)
     np.testing.assert_allclose(decoded[2], detail.reconstruction, atol=1e-4)
     assert _png(details.traversal_png(values, decoded)).shape[1] <= 410
 
@@ -117,8 +117,8 @@ def test_uploaded_map_lands_on_its_dataset_twin(bundle, tmp_path):
     placed = uploads.place(bundle, result.names, uploads.encode(bundle, result.maps))
     assert placed["name"].tolist() == ["TWIN"]
     for column in ("latent_0", "latent_1", "latent_2", "pca_0", "folded_r", "folded_h", "pa_latent"):
-        assert placed[column].iloc[0] == pytest.approx(bundle.table[column].iloc[row], rel=1e-4, abs=1e-6)
-    assert placed["neighbour_ids"].iloc[0].split(", ")[0] == str(bundle.table["id"].iloc[row])
+        assert placed[column].iloc[0] == pytest.approx(bundle.column(column)[row], rel=1e-4, abs=1e-6)
+    assert placed["neighbour_ids"].iloc[0].split(", ")[0] == str(bundle.column("id")[row])
 
 
 def test_upload_of_a_non_square_size_is_resized(bundle, tmp_path):

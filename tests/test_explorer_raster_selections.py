@@ -92,7 +92,7 @@ def test_modes_combine_like_sets_and_filters_hide_rows(bundle):
     for mode, expected in (("add", a | b), ("subtract", a - b), ("intersect", a & b)):
         got = selections.lasso(bundle, "PCA 0 vs 1", base, second, mode)
         assert set(got.rows.tolist()) == expected and len(got.history) == 2
-    kappa = bundle.table["kappa"].to_numpy()
+    kappa = bundle.column("kappa")
     filtered = selections.lasso(bundle, "PCA 0 vs 1", Selection(), first, filters={"kappa": (0.5, 1.0)})
     assert set(filtered.rows.tolist()) == {r for r in a if 0.5 <= kappa[r] <= 1.0}
     with pytest.raises(SelectionError, match="three"):
@@ -111,16 +111,16 @@ def test_box_and_click_on_the_nearest_visible_galaxy(bundle):
     xr, yr = (float(x.min()), float(x.max())), (float(y.min()), float(y.max()))
     row = selections.nearest_visible(bundle, "folded (r, h)", x[17], y[17], xr, yr)
     assert row == 17
-    kappa = bundle.table["kappa"].to_numpy()
+    kappa = bundle.column("kappa")
     hidden = (0.0, float(kappa[17]) - 1e-6) if kappa[17] > 0.2 else (float(kappa[17]) + 1e-6, 1.0)
     other = selections.nearest_visible(bundle, "folded (r, h)", x[17], y[17], xr, yr, {"kappa": hidden})
     assert other is not None and other != 17 and hidden[0] <= kappa[other] <= hidden[1]
     assert selections.nearest_visible(bundle, "folded (r, h)", x[17], y[17], xr, yr, {"kappa": (5.0, 6.0)}) is None
-    assert selections.row_of_id(bundle, int(bundle.table["id"].iloc[9])) == 9
+    assert selections.row_of_id(bundle, int(bundle.column("id")[9])) == 9
 
 
 def test_named_selections_are_per_user_unless_shared(bundle, tmp_path):
-    ids = bundle.table["id"].to_numpy()[:30]
+    ids = bundle.column("id")[:30]
     alice = SelectionStore(tmp_path, "a" * 32)
     bob = SelectionStore(tmp_path, "b" * 32)
     alice.save("mine", ids, [{"mode": "new", "box": [0, 1, 0, 1]}])

@@ -84,8 +84,8 @@ def test_finetune_progress_embedding_in_the_job_and_hot_swap(fixture, tmp_path, 
     # the job cached the new model's embedding of its dataset: switching costs no inference here
     monkeypatch.setattr(embed_module, "run_model", lambda *a, **k: pytest.fail("inference in the server"))
     new = BundleCache().get(job.dataset_path, job.result)
-    old_latents = bundle.table[latent_columns(bundle.table)].to_numpy()
-    new_latents = new.table[latent_columns(new.table)].to_numpy()
+    old_latents = bundle.frame(latent_columns(bundle.columns)).to_numpy()
+    new_latents = new.frame(latent_columns(new.columns)).to_numpy()
     assert new_latents.shape == old_latents.shape and not np.allclose(new_latents, old_latents)
 
 
@@ -154,7 +154,7 @@ def test_mlp_head_job_gives_columns_for_its_own_model_only(fixture, tmp_path):
     columns, units = run.head_columns(bundle)
     head = MLPHead.load(job.result)
     assert head.info["model_path"] == str(model) and head.info["n_test_galaxies"] == 30  # 20 % of 150
-    latents = bundle.table[latent_columns(bundle.table)].to_numpy()
+    latents = bundle.frame(latent_columns(bundle.columns)).to_numpy()
     np.testing.assert_allclose(columns["pred_head_vflat_kms"], head.predict(latents))
     assert units == {"pred_head_vflat_kms": "km/s"} and run.phase == training.HEAD_APPLIED
     assert "R^2" in run.status_text()
@@ -169,12 +169,12 @@ def test_head_labels_from_a_threshold_or_the_users_marks(fixture):
     _, _, _, bundle = fixture
     settings = _settings(HEAD_KIND, target="kappa", head_labels=training.HEAD_LABELS[1], threshold=0.5)
     config = training.make_config(settings, bundle, np.array([]))
-    kappa = bundle.table["kappa"].to_numpy()
+    kappa = bundle.column("kappa")
     assert config.task == "classification" and config.target == "kappa"
     np.testing.assert_array_equal(config.values, (kappa > 0.5).astype(float))
     np.testing.assert_array_equal(config.galaxy_ids, np.arange(300) // 2)
     marks = Marks()
-    ids = bundle.table["id"].to_numpy()
+    ids = bundle.column("id")
     marks.mark(ids[:40], "A")
     marks.mark(ids[40:80], "B")
     config = training.make_config(dataclasses.replace(settings, head_labels=training.HEAD_LABELS[2]), bundle,

@@ -61,7 +61,7 @@ def test_the_map_follows_projection_colour_and_model(page, fixture_paths):
     assert latent.colour_bar.title == "maps per pixel"
     # a table that only gains columns keeps the view; another model shows its whole projection
     figure.x_range.update(start=0.0, end=1e-3)
-    session.source.bundle = session.bundle.with_columns({"extra": np.zeros(len(session.bundle.table))})
+    session.source.bundle = session.bundle.with_columns({"extra": np.zeros(session.bundle.n_maps)})
     assert (figure.x_range.start, figure.x_range.end) == (0.0, 1e-3)
     session.map.reset = True
     assert figure.x_range.start < x.min()
@@ -98,7 +98,7 @@ def test_a_boundary_fit_finishing_after_a_model_switch_is_dropped(page, fixture_
 
     monkeypatch.setattr(bounds, "fit_on_bundle", fit_then_switch)
     asyncio.run(view._on_fit(None))
-    assert session.boundary.fit is None and "pred_class_user" not in session.bundle.table.columns
+    assert session.boundary.fit is None and "pred_class_user" not in session.bundle.columns
     assert session.messages.level == "warning" and "not applied" in session.messages.text
 
 

@@ -94,4 +94,4 @@ def test_the_app_opens_the_shipped_sample_with_its_default_model():
     session = layout.build_app(real_overlay=False).session
     assert session.bundle.dataset.path.resolve() == SAMPLE_DATASET.resolve()
     assert Path(session.bundle.model.path).resolve() == Path(sources.default_model()).resolve()
-    assert len(session.bundle.table) == len(session.bundle.dataset)
+    assert session.bundle.n_maps == len(session.bundle.dataset)

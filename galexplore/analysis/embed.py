@@ -19,14 +19,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from galexplore.analysis.inference import run_model
-from galexplore.analysis.projections import LatentProjector
+from galexplore.analysis.projections import DEFAULT_KAPPA_THRESHOLD, LatentProjector
 from galexplore.data.dataset import Dataset, open_dataset
 from galexplore.data.recipes import get_recipe
 from galexplore.errors import DatasetError
@@ -113,20 +112,62 @@ def _assemble(ids, outputs: dict[str, np.ndarray], columns: dict[str, np.ndarray
     return frame.astype({c: np.float32 for c in floats})  # float32 is ample for display; halves the cache
 
 
-@dataclass
 class Embedding:
     """An embedding table and the projector that made its projection columns.
 
+    The table is kept in memory when it was computed here or derived again from cached
+    latents; otherwise it stays in its cache file and `column` reads one column at a time
+    (the explorer loads only the columns it shows), `table` every column (read once, kept).
+
     Attributes
     ----------
-    table : DataFrame keyed by ``id`` (row order of the dataset's catalogue).
-    projector : the fitted `LatentProjector`; its UMAP reference rows are in ``table``.
+    projector : the fitted `LatentProjector`; its UMAP reference rows are in the table.
     path : the cache file it was read from or written to.
+    columns : the table's column names, in order (keyed by ``id``, row order of the catalogue).
+    schema : the `pyarrow.Schema` of the table (column types without reading a row).
     """
 
-    table: pd.DataFrame
-    projector: LatentProjector
-    path: Path
+    def __init__(self, projector: LatentProjector, path: Path, table: pd.DataFrame | None = None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.projector, self.path, self._table = projector, Path(path), table
+        if table is None:
+            parquet = pq.ParquetFile(self.path)
+            self.schema, self._n_rows = parquet.schema_arrow, parquet.metadata.num_rows
+        else:
+            self.schema, self._n_rows = pa.Schema.from_pandas(table, preserve_index=False), len(table)
+        self.columns: list[str] = list(self.schema.names)
+
+    def __len__(self) -> int:
+        return self._n_rows
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as NumPy (as `table` holds it), read from the cache file unless in memory."""
+        import pyarrow.parquet as pq
+
+        if name not in self.columns:
+            raise KeyError(name)
+        if self._table is not None:
+            return self._table[name].to_numpy()
+        return pq.read_table(self.path, columns=[name]).to_pandas()[name].to_numpy()
+
+    def row(self, row: int, columns: list[str]) -> dict[str, object]:
+        """``columns`` at one row, read from the cache file without loading whole columns."""
+        import pyarrow.parquet as pq
+
+        from galexplore.data.dataset import parquet_row
+
+        if self._table is not None:
+            return {c: self._table[c].iloc[row] for c in columns}
+        return parquet_row(pq.ParquetFile(self.path), row, columns)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Every column as a DataFrame (read from the cache file on first access)."""
+        if self._table is None:
+            self._table = pd.read_parquet(self.path)
+        return self._table
 
 
 def cache_candidates(checkpoint: str | os.PathLike, card: ModelCard, dataset: Dataset) -> list[Path]:
@@ -143,42 +184,61 @@ def cache_path(model, dataset: Dataset) -> Path | None:
 
 
 def _card_part(extras: dict) -> dict:
-    """The parts of a card's extras that a projector takes as given."""
-    return {k: extras[k] for k in ("pca", "boundary", "pa_calibration") if extras.get(k)}
+    """The numbers of a card's extras (or of a projector's record) that a projector takes as
+    given and that change the projection columns: the PCA rotation, the boundary's position
+    and kappa threshold, the PA calibration. Notes such as ``fitted_on`` or the boundary's
+    uncertainty change no column, so a card that differs only in them reuses the cached table."""
+    pca, boundary, calibration = (extras.get(k) or {} for k in ("pca", "boundary", "pa_calibration"))
+    return {"pca": [pca.get("mean"), pca.get("components")],
+            "boundary": [boundary.get("folded_r"), boundary.get("kappa_threshold", DEFAULT_KAPPA_THRESHOLD)
+                         if boundary.get("folded_r") is not None else None],
+            "pa_calibration": [calibration.get("sense"), calibration.get("offset_deg")]}
 
 
-def _read_cached(path: Path, card: ModelCard) -> tuple[pd.DataFrame, LatentProjector] | None:
-    """The cached table and projector; None when the file is not a readable galexplore embedding."""
+def _read_cached(path: Path, card: ModelCard) -> Embedding | None:
+    """The cached embedding (its columns left in the file); None when the file is not a
+    readable galexplore embedding."""
     import pyarrow.parquet as pq
 
     try:
-        arrow = pq.read_table(path)
-        record = json.loads((arrow.schema.metadata or {})[PROJECTOR_KEY])
+        parquet = pq.ParquetFile(path)
+        record = json.loads((parquet.schema_arrow.metadata or {})[PROJECTOR_KEY])
+        names = parquet.schema_arrow.names
+        latent_names = _latent_columns(names)
+        reference = None
+        fit_ids = (record.get("umap") or {}).get("fit_ids")
+        if fit_ids is not None and {"umap_0", "umap_1"} <= set(names):
+            fit_ids, parts = np.asarray(fit_ids), []
+            for group in range(parquet.num_row_groups):  # a row group at a time: 10^7 rows need no 10^7 array
+                ids = parquet.read_row_group(group, columns=["id"]).column(0).to_numpy()
+                hits = np.flatnonzero(np.isin(ids, fit_ids))
+                if hits.size:
+                    chunk = parquet.read_row_group(group, columns=[*latent_names, "umap_0", "umap_1"])
+                    parts.append(chunk.take(hits).to_pandas())
+            rows = pd.concat(parts, ignore_index=True) if parts else \
+                pd.DataFrame({c: np.empty(0, np.float32) for c in [*latent_names, "umap_0", "umap_1"]})
+            reference = (rows[latent_names].to_numpy(np.float64), rows[["umap_0", "umap_1"]].to_numpy(np.float64))
     except (OSError, KeyError, ValueError):
         return None  # unreadable or from an older galexplore: recomputed and replaced
-    table = arrow.to_pandas()
-    latent = table[_latent_columns(table)].to_numpy(np.float64)
-    reference = None
-    fit_ids = (record.get("umap") or {}).get("fit_ids")
-    if fit_ids is not None and {"umap_0", "umap_1"} <= set(table.columns):
-        rows = np.flatnonzero(np.isin(table["id"].to_numpy(), fit_ids))
-        reference = (latent[rows], table[["umap_0", "umap_1"]].to_numpy(np.float64)[rows])
     projector = LatentProjector.from_dict(record, umap_reference=reference)
-    if _card_part(card.extras) != _card_part(record):
-        # the card's PCA, boundary or PA calibration changed (e.g. a boundary saved into a copy of the
-        # model): derive the projections again from the cached latents, keeping UMAP
-        fresh = LatentProjector(umap=False, umap_subsample=projector.umap_subsample,
-                                umap_neighbors=projector.umap_neighbors, umap_min_dist=projector.umap_min_dist,
-                                random_state=projector.random_state)
-        columns = fresh.fit_transform(latent, extras=card.extras)
-        fresh.umap_reference_, fresh.umap_ids_ = projector.umap_reference_, projector.umap_ids_
-        table = _assemble(table["id"].to_numpy(), _outputs_of(table), {**columns, **_umap_of(table)})
-        projector = fresh
-    return table, projector
+    if _card_part(card.extras) == _card_part(record):
+        return Embedding(projector, path)
+    # the card's PCA, boundary or PA calibration changed (e.g. a boundary saved into a copy of the
+    # model): derive the projections again from the cached latents, keeping UMAP
+    table = pd.read_parquet(path)
+    latent = table[latent_names].to_numpy(np.float64)
+    fresh = LatentProjector(umap=False, umap_subsample=projector.umap_subsample,
+                            umap_neighbors=projector.umap_neighbors, umap_min_dist=projector.umap_min_dist,
+                            random_state=projector.random_state)
+    columns = fresh.fit_transform(latent, extras=card.extras)
+    fresh.umap_reference_, fresh.umap_ids_ = projector.umap_reference_, projector.umap_ids_
+    table = _assemble(table["id"].to_numpy(), _outputs_of(table), {**columns, **_umap_of(table)})
+    return Embedding(fresh, path, table)
 
 
-def _latent_columns(table: pd.DataFrame) -> list[str]:
-    return sorted((c for c in table.columns if c.startswith("latent_") and c[7:].isdigit()), key=lambda c: int(c[7:]))
+def _latent_columns(table: pd.DataFrame | list[str]) -> list[str]:
+    columns = table.columns if isinstance(table, pd.DataFrame) else table
+    return sorted((c for c in columns if c.startswith("latent_") and c[7:].isdigit()), key=lambda c: int(c[7:]))
 
 
 def _outputs_of(table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -223,13 +283,12 @@ def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 25
     cached = next((p for p in candidates if p.is_file()), None)
     found = None if force or cached is None else _read_cached(cached, card)
     if found is not None:
-        table, projector = found
-        _check_rows(table, dataset)
-        if not umap or "umap_0" in table.columns or projector.n_features_in_ < 3:
-            return Embedding(table, projector, cached)
+        _check_rows(len(found), dataset)
+        if not umap or "umap_0" in found.columns or found.projector.n_features_in_ < 3:
+            return found
     check_compatible(card, dataset)
     if found is not None:  # cached outputs that lack only UMAP
-        outputs, ids = _outputs_of(found[0]), found[0]["id"].to_numpy()
+        outputs, ids = _outputs_of(found.table), found.table["id"].to_numpy()
     else:
         loaded = load()
         say(f"encoding {len(dataset):,} maps with {card.name}")
@@ -248,12 +307,12 @@ def load_embedding(model, dataset, *, device: str = "auto", batch_size: int = 25
         path = _write_atomically(table, beside, metadata, projector)
     except OSError:  # a read-only dataset directory: cache in the user's directory instead
         path = _write_atomically(table, user_cache, metadata, projector)
-    return Embedding(table, projector, path)
+    return Embedding(projector, path, table)
 
 
-def _check_rows(table: pd.DataFrame, dataset: Dataset) -> None:
-    if len(table) != len(dataset):
-        raise DatasetError(f"the cached embedding has {len(table)} rows but the dataset {len(dataset)}; "
+def _check_rows(n_rows: int, dataset: Dataset) -> None:
+    if n_rows != len(dataset):
+        raise DatasetError(f"the cached embedding has {n_rows} rows but the dataset {len(dataset)}; "
                            "recompute it with `galexplore embed MODEL DATASET --force`")
 
 

@@ -29,11 +29,10 @@ import json
 import os
 import re
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numba
 import numpy as np
@@ -327,8 +326,12 @@ def _gather_box(x, y, order, cell_start, g, rows, cols, x0, x1, y0, y1, out):
 
 
 def _as_coordinates(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    y = np.ascontiguousarray(y, dtype=np.float64)
+    """Contiguous coordinates: float32 kept as is (no copy; the kernels compute in float64,
+    to which float32 converts exactly), anything else as float64."""
+    x, y = np.asarray(x), np.asarray(y)
+    dtype = np.float32 if x.dtype == np.float32 and y.dtype == np.float32 else np.float64
+    x = np.ascontiguousarray(x, dtype=dtype)
+    y = np.ascontiguousarray(y, dtype=dtype)
     if x.ndim != 1 or x.shape != y.shape:
         raise ParameterError(
             f"x and y must be 1-D arrays of equal length, got shapes {x.shape} and {y.shape}; "
@@ -475,8 +478,6 @@ class PointIndex:
         self._dy = (y1 - self._y0) / g if y1 > self._y0 else 1.0
         self._order, self._cell_start = _bin_points(
             self.x, self.y, self._x0, self._y0, 1.0 / self._dx, 1.0 / self._dy, g)
-        self._trees: dict[tuple[float, float], Any] = {}
-        self._tree_lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -545,24 +546,69 @@ class PointIndex:
         if k == 0:
             rows, dist = np.zeros(0, dtype=np.int64), np.zeros(0)
         else:
-            tree, finite_rows = self._tree(sx, sy)
-            dist, pos = tree.query([x * sx, y * sy], k=k)
-            pos = np.atleast_1d(pos)
-            dist = np.atleast_1d(np.asarray(dist, dtype=np.float64))
-            rows = finite_rows[pos]
+            rows, dist = self._nearest(float(x), float(y), k, sx, sy)
         return (rows, dist) if return_distance else rows
 
-    def _tree(self, sx: float, sy: float):
-        from scipy.spatial import cKDTree
+    def _nearest(self, x: float, y: float, k: int, sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest finite points in the scaled metric, from the grid (no tree is built):
+        the smallest square of cells around the click that holds k points bounds the k-th
+        distance, and every cell that close is searched exactly."""
+        g = self.grid_size
+        qr = _slab_of(y, self._y0, 1.0 / self._dy, g)
+        qc = _slab_of(x, self._x0, 1.0 / self._dx, g)
+        radius = _square_radius(self._cell_start, g, qr, qc, k)
+        candidates = _gather_cells(self._order, self._cell_start, g, qr - radius, qr + radius,
+                                   qc - radius, qc + radius)
+        bound = np.partition(self._scaled_distance(candidates, x, y, sx, sy), k - 1)[k - 1]
+        reach_x, reach_y = bound / sx / self._dx + 1.0, bound / sy / self._dy + 1.0  # in cells, one to spare
+        cy, cx = (y - self._y0) / self._dy, (x - self._x0) / self._dx
 
-        with self._tree_lock:
-            key = (sx, sy)
-            if key not in self._trees:
-                finite_rows = np.flatnonzero(np.isfinite(self.x) & np.isfinite(self.y))
-                pts = np.column_stack([self.x[finite_rows] * sx, self.y[finite_rows] * sy])
-                # keep one tree: plot ranges change with every zoom
-                self._trees = {key: (cKDTree(pts), finite_rows)}
-            return self._trees[key]
+        def cell(v: float) -> int:
+            return int(np.clip(np.floor(v), -1, g))
+
+        rows = _gather_cells(self._order, self._cell_start, g, cell(cy - reach_y), cell(cy + reach_y),
+                             cell(cx - reach_x), cell(cx + reach_x))
+        dist = self._scaled_distance(rows, x, y, sx, sy)
+        best = np.lexsort((rows, dist))[:k]
+        return rows[best].astype(np.int64), dist[best]
+
+    def _scaled_distance(self, rows: np.ndarray, x: float, y: float, sx: float, sy: float) -> np.ndarray:
+        px, py = self.x[rows].astype(np.float64), self.y[rows].astype(np.float64)  # float32 arithmetic is not enough
+        return np.hypot(px * sx - x * sx, py * sy - y * sy)
+
+
+@numba.njit(cache=True, nogil=True)
+def _square_radius(cell_start, g, qr, qc, k):
+    """Smallest r such that the cells within r rows and r columns of cell (qr, qc) hold at
+    least ``k`` points (``g`` when the whole grid holds fewer)."""
+    total = 0
+    for r in range(g + 1):
+        for row in range(max(qr - r, 0), min(qr + r, g - 1) + 1):
+            edge = abs(row - qr) == r
+            for col in range(max(qc - r, 0), min(qc + r, g - 1) + 1):
+                if edge or abs(col - qc) == r:  # the cells at distance exactly r
+                    c = row * g + col
+                    total += cell_start[c + 1] - cell_start[c]
+        if total >= k:
+            return r
+    return g
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_cells(order, cell_start, g, row0, row1, col0, col1):
+    """Rows of the points in grid rows ``row0..row1`` and columns ``col0..col1`` (clipped to the grid)."""
+    row0, row1 = max(row0, 0), min(row1, g - 1)
+    col0, col1 = max(col0, 0), min(col1, g - 1)
+    n = 0
+    for row in range(row0, row1 + 1):
+        n += cell_start[row * g + col1 + 1] - cell_start[row * g + col0]
+    out = np.empty(n, dtype=np.int64)
+    n = 0
+    for row in range(row0, row1 + 1):
+        for i in range(cell_start[row * g + col0], cell_start[row * g + col1 + 1]):
+            out[n] = order[i]
+            n += 1
+    return out
 
 
 def _range_scale(plot_range: Sequence[float] | None, name: str) -> float:

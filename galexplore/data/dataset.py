@@ -223,6 +223,24 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def parquet_row(parquet: pq.ParquetFile, row: int, columns: list[str], batch_rows: int = 1 << 16) -> dict[str, object]:
+    """The values of ``columns`` (those the file has) at ``row`` of a Parquet file, as pandas
+    converts them; decodes the row group that holds the row a batch at a time, up to it."""
+    present = [c for c in columns if c in parquet.schema_arrow.names]
+    start = 0
+    for group in range(parquet.num_row_groups):
+        n = parquet.metadata.row_group(group).num_rows
+        if row < start + n:
+            offset = row - start
+            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=present):
+                if offset < batch.num_rows:
+                    frame = batch.slice(offset, 1).to_pandas()
+                    return {c: frame[c].iloc[0] for c in frame.columns}
+                offset -= batch.num_rows
+        start += n
+    raise IndexError(f"row {row} is outside the file ({start} rows)")
+
+
 def _write_manifest(directory: Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically (temporary file, fsync, os.replace)."""
     tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
@@ -324,6 +342,8 @@ class Dataset:
                             before_read=self._check_chunks if self.storage == "compact" else None)
         self._catalog: pd.DataFrame | None = None
         self._column_units: dict[str, str] | None = None
+        self._catalog_schema: pa.Schema | None = None
+        self._checked_parts: set[int] = set()
 
     def _new_reader(self) -> ChunkReader:
         chunks = self._manifest["chunks"]
@@ -430,6 +450,76 @@ class Dataset:
             raise DatasetError(f"the catalogue of {self.path} has duplicate ids; regenerate the "
                                "dataset.")
         return catalog
+
+    @property
+    def catalog_schema(self) -> pa.Schema:
+        """The catalogue's columns and their Arrow types, from the parts' Parquet footers (no rows read)."""
+        if self._catalog_schema is None:
+            paths = self._part_paths()
+            try:
+                schemas = [pq.read_schema(p) for p in paths]
+                self._catalog_schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
+                                        else pa.schema([("id", pa.int64())]))
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
+                                   "dataset.") from err
+        return self._catalog_schema
+
+    def read_catalog(self, columns: list[str]) -> pd.DataFrame:
+        """Only ``columns`` of the catalogue (row i <-> map i), as `catalog` would hold them.
+
+        Reads those columns of each Parquet part (each part's SHA-256 checked on its first
+        read); served from `catalog` when that is loaded already. An unknown column raises
+        DatasetError.
+        """
+        unknown = [c for c in columns if c not in self.catalog_schema.names]
+        if unknown:
+            raise DatasetError(f"the catalogue of {self.path} has no column(s) {unknown}")
+        if self._catalog is not None:
+            return self._catalog[list(columns)]
+        tables = []
+        for k, (entry, path) in enumerate(zip(self._manifest["catalog_parts"], self._part_paths())):
+            if k not in self._checked_parts:
+                if CHECKSUM_KEY in entry and _file_sha256(path) != entry[CHECKSUM_KEY]:
+                    raise self._mismatch("catalogue part", entry["file"])
+                self._checked_parts.add(k)
+            try:
+                present = pq.read_schema(path).names
+                tables.append(pq.read_table(path, columns=[c for c in columns if c in present]))
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
+                                   "dataset.") from err
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as err:
+            raise DatasetError(f"the catalogue parts of {self.path} do not fit together ({err}); "
+                               "regenerate the dataset.") from err
+        frame = table.to_pandas()
+        if len(frame) != len(self):
+            raise DatasetError(f"the catalogue of {self.path} has {len(frame)} rows but the map "
+                               f"store has {len(self)} maps; regenerate the dataset.")
+        return frame[list(columns)]
+
+    def read_catalog_row(self, row: int, columns: list[str]) -> dict[str, object]:
+        """``columns`` of one catalogue row (as `catalog` would hold them), reading only the
+        part and the row group that hold it, a batch at a time (no whole column is loaded)."""
+        if not 0 <= row < len(self):
+            raise DatasetError(f"row {row} is outside the catalogue of {self.path} ({len(self)} rows)")
+        if self._catalog is not None:
+            return {c: self._catalog[c].iloc[row] for c in columns}
+        entries = self._manifest["catalog_parts"]
+        k = max(i for i, entry in enumerate(entries) if entry["start"] <= row)
+        path = self._listed_file(entries[k]["file"], "catalogue part")
+        if k not in self._checked_parts:
+            if CHECKSUM_KEY in entries[k] and _file_sha256(path) != entries[k][CHECKSUM_KEY]:
+                raise self._mismatch("catalogue part", entries[k]["file"])
+            self._checked_parts.add(k)
+        try:
+            values = parquet_row(pq.ParquetFile(path), row - entries[k]["start"], columns)
+        except (pa.ArrowException, OSError) as err:
+            raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
+                               "dataset.") from err
+        return {c: values.get(c, np.nan) for c in columns}  # a column this part lacks: NaN, as in `catalog`
 
     @property
     def column_units(self) -> dict[str, str]:

@@ -282,22 +282,22 @@ class Marks:
 
     def counts(self, bundle: Bundle) -> tuple[int, int]:
         """Galaxies of ``bundle``'s table marked A and B."""
-        ids = bundle.table["id"].to_numpy()
+        ids = bundle.column("id")
         return int(np.isin(ids, self.a).sum()), int(np.isin(ids, self.b).sum())
 
     def labelled(self, bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``bundle``'s table with a mark, and their class (A = 1, B = 0)."""
-        ids = bundle.table["id"].to_numpy()
+        ids = bundle.column("id")
         return labels_from_marks(len(ids), np.flatnonzero(np.isin(ids, self.a)), np.flatnonzero(np.isin(ids, self.b)))
 
 
 def labelled_by_threshold(bundle: Bundle, column: str, threshold: float) -> tuple[np.ndarray, np.ndarray, str]:
     """Rows with a finite ``column``, their class (column > threshold) and a description."""
-    if column not in bundle.table.columns:
+    if column not in bundle.columns:
         raise ColumnError(f"unknown label column {column!r}; choose one from the list")
     if not np.isfinite(threshold):
         raise ParameterError("the threshold must be a finite number")
-    values = bundle.table[column].to_numpy(np.float64)
+    values = np.asarray(bundle.column(column), dtype=np.float64)
     rows = np.flatnonzero(np.isfinite(values))
     return rows, (values[rows] > threshold).astype(np.int8), f"{column} > {threshold:g} {bundle.unit(column)}".rstrip()
 
@@ -306,7 +306,8 @@ def fit_on_bundle(bundle: Bundle, method: str, features: list[str], rows: np.nda
                   label_text: str, projection: str | None, label_column: str | None = None,
                   threshold: float | None = None) -> BoundaryFit:
     """`fit_boundary` on a bundle's table, remembering the label column and threshold."""
-    fit = fit_boundary(bundle.table, method, rows, labels, features, label_text, projection)
+    used = [c for c in dict.fromkeys([*features, "folded_r"]) if c in bundle.table]
+    fit = fit_boundary(bundle.frame(used), method, rows, labels, features, label_text, projection)
     if label_column is not None:
         fit = dataclasses.replace(fit, label_column=label_column, threshold=float(threshold))
     return fit

@@ -85,7 +85,7 @@ def galaxy_detail(bundle: Bundle, row: int, k_neighbours: int = 8) -> GalaxyDeta
     """Everything the detail view needs for table row ``row`` (loads the model's weights on
     first use)."""
     loaded = bundle.model.loaded()
-    table, card, model = bundle.table, loaded.card, loaded.model
+    card, model = loaded.card, loaded.model
     dataset = bundle.dataset
     maps_all = np.asarray(dataset.maps[row], dtype=np.float32)
     maps = {name: maps_all[i] for i, name in enumerate(dataset.channels)}
@@ -95,15 +95,15 @@ def galaxy_detail(bundle: Bundle, row: int, k_neighbours: int = 8) -> GalaxyDeta
         with torch.inference_mode():
             recon = model.reconstruct(torch.from_numpy(x).to(loaded.device)).float().cpu().numpy()
         reconstruction, residual = recon[0], x[0] - recon[0]
-    record = table.iloc[row]
+    record = bundle.table.row(row)
     embedding_prefixes = ("latent_", "pca_", "folded_", "umap_", "pred_")
-    predicted = {c for c in table.columns if c.startswith(embedding_prefixes) or c in ("pa_latent", "recon_mse")}
-    properties = {c: _scalar(record[c]) for c in table.columns if c not in predicted}
-    predictions = {c: _scalar(record[c]) for c in table.columns
+    predicted = {c for c in record if c.startswith(embedding_prefixes) or c in ("pa_latent", "recon_mse")}
+    properties = {c: _scalar(value) for c, value in record.items() if c not in predicted}
+    predictions = {c: _scalar(value) for c, value in record.items()
                    if c.startswith("pred_") or c in ("pa_latent", "recon_mse")}
-    pa_true = next((_scalar(record[c]) for c in PA_COLUMNS if c in table.columns), None)
-    pa_latent = _scalar(record["pa_latent"]) if "pa_latent" in table.columns else None
-    z = table.iloc[[row]][latent_columns(table)].to_numpy(np.float64)
+    pa_true = next((_scalar(record[c]) for c in PA_COLUMNS if c in record), None)
+    pa_latent = _scalar(record["pa_latent"]) if "pa_latent" in record else None
+    z = np.array([[record[c] for c in latent_columns(bundle.columns)]], dtype=np.float64)
     near = bundle.neighbours_of_latent(z, k_neighbours + 1)[0]
     return GalaxyDetail(
         row=int(row), galaxy_id=int(record["id"]), maps=maps, units=dict(dataset.units),
@@ -122,7 +122,7 @@ def _scalar(value):
 def saliency_targets(bundle: Bundle) -> list[str]:
     """Saliency targets of the bundle's model: each latent dimension, then each prediction."""
     card = bundle.model.card
-    return [*latent_columns(bundle.table), *card.outputs]
+    return [*latent_columns(bundle.columns), *card.outputs]
 
 
 def galaxy_saliency(bundle: Bundle, row: int, method: str, target: str) -> np.ndarray:
@@ -154,11 +154,11 @@ def latent_traversal(bundle: Bundle, row: int, axis: int, steps: int = 7, span_s
     if not can_traverse(bundle):
         raise ModelError(f"model {bundle.model.name!r} has no index-free decoder, so arbitrary latent points "
                          "cannot be decoded; train a `cae-free` or VAE model for traversals")
-    columns = latent_columns(bundle.table)
+    columns = latent_columns(bundle.columns)
     if not 0 <= axis < len(columns):
         raise ModelError(f"latent axis {axis} does not exist; the model has {len(columns)} latent dimensions")
-    z0 = bundle.table.iloc[row][columns].to_numpy(np.float64)
-    sigma = float(np.nanstd(bundle.table[columns[axis]].to_numpy(np.float64))) or 1.0
+    z0 = np.array([bundle.column(c)[row] for c in columns], dtype=np.float64)
+    sigma = float(np.nanstd(np.asarray(bundle.column(columns[axis]), dtype=np.float64))) or 1.0
     values = z0[axis] + np.linspace(-span_sigma, span_sigma, steps) * sigma
     z = np.repeat(z0[None], steps, axis=0)
     z[:, axis] = values
@@ -273,7 +273,7 @@ def maps_png(bundle: Bundle, rows: np.ndarray, captions: list[str] | None = None
     maps = np.asarray(bundle.dataset.maps[rows[order], bundle.dataset.channel_index(channel)], dtype=np.float32)
     maps = maps[np.argsort(order)]
     if captions is None:
-        captions = [f"id {int(i)}" for i in bundle.table["id"].to_numpy()[rows]]
+        captions = [f"id {int(i)}" for i in bundle.column("id")[rows]]
     limits = [map_limits(m, symmetric=channel in DIVERGING, percentile=99.0) for m in maps]
     return strip_png(list(maps), captions, CHANNEL_CMAPS.get(channel, "viridis"), limits, columns=columns,
                      scale=scale)

@@ -46,8 +46,8 @@ def selection_zip(bundle: Bundle, selection: Selection, projection: str | None =
 
     if selection.size == 0:
         raise SelectionError("nothing is selected; lasso or box-select galaxies before exporting")
-    ids = bundle.table["id"].to_numpy()[selection.rows]
-    return export_zip(bundle.table, ids, name, provenance(bundle, selection, projection, filters),
+    ids = bundle.column("id")[selection.rows]
+    return export_zip(bundle.frame(rows=selection.rows), ids, name, provenance(bundle, selection, projection, filters),
                       column_units=bundle.column_units)
 
 
@@ -70,7 +70,7 @@ def rows_from_ids_file(bundle: Bundle, path: str | os.PathLike) -> np.ndarray:
     except ValueError:
         raise ParameterError(f"{path.name!r} must hold one integer id per line "
                              "(or a CSV with an 'id' column)") from None
-    table_ids = bundle.table["id"].to_numpy()
+    table_ids = bundle.column("id")
     missing = np.setdiff1d(ids, table_ids)
     if missing.size:
         raise SelectionError(f"{missing.size} id(s) of {path.name!r} are not in the dataset "
@@ -89,8 +89,9 @@ def rows_from_query(bundle: Bundle, expression: str) -> np.ndarray:
     if calls or re.search(r"[@`\[\]]|__|\.\s*[A-Za-z_]", expression):
         raise ParameterError("a query may use column names, numbers, comparisons and and/or/not only; "
                              f"{expression!r} holds something else")
+    named = [c for c in bundle.columns if re.search(rf"(?<![\w.]){re.escape(c)}(?!\w)", expression)]
     try:
-        mask = bundle.table.eval(expression, engine="python")
+        mask = bundle.frame(named).eval(expression, engine="python")
     except Exception as error:  # noqa: BLE001 -- pandas raises many types for a bad expression
         raise ParameterError(f"cannot evaluate the query {expression!r}: {error}") from None
     if not (isinstance(mask, pd.Series) and mask.dtype == bool):
@@ -125,6 +126,6 @@ def export_command(dataset: str | os.PathLike, model: str | os.PathLike, out: st
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(selection_zip(bundle, selection, name=out.stem))
         return [out]
-    ids = bundle.table["id"].to_numpy()[rows]
-    return list(export_selection(bundle.table, ids, out, provenance(bundle, selection),
+    ids = bundle.column("id")[rows]
+    return list(export_selection(bundle.frame(rows=rows), ids, out, provenance(bundle, selection),
                                  column_units=bundle.column_units))

@@ -46,18 +46,18 @@ def visible_mask(bundle: Bundle, filters: dict[str, tuple[float, float]]) -> np.
     """Rows passing every ``column: (low, high)`` filter (None when there are none)."""
     if not filters:
         return None
-    mask = np.ones(len(bundle.table), dtype=bool)
+    mask = np.ones(bundle.n_maps, dtype=bool)
     for column, (low, high) in filters.items():
-        if column not in bundle.table.columns:
+        if column not in bundle.columns:
             raise ColumnError(f"cannot filter on unknown column {column!r}")
-        values = bundle.table[column].to_numpy(dtype=np.float64)
+        values = np.asarray(bundle.column(column), dtype=np.float64)
         mask &= (values >= low) & (values <= high)
     return mask
 
 
 def check_filter(bundle: Bundle, column: str, low: float, high: float) -> tuple[float, float]:
     """The range ``(low, high)`` of a new filter, checked."""
-    if column not in bundle.table.columns:
+    if column not in bundle.columns:
         raise ColumnError(f"cannot filter on unknown column {column!r}; choose one from the list")
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ParameterError(f"filter on {column}: the limits must be finite numbers")
@@ -73,7 +73,7 @@ def _combine(bundle: Bundle, current: Selection, mask: np.ndarray, mode: str,
     visible = visible_mask(bundle, filters)
     if visible is not None:
         mask = mask & visible
-    chosen = np.zeros(len(bundle.table), dtype=bool)
+    chosen = np.zeros(bundle.n_maps, dtype=bool)
     chosen[current.rows] = True
     combined = {"new": mask, "add": chosen | mask, "subtract": chosen & ~mask, "intersect": chosen & mask}[mode]
     history = tuple(steps) if mode == "new" else (*current.history, *steps)
@@ -135,7 +135,7 @@ def nearest_visible(bundle: Bundle, projection: str, x: float, y: float, x_range
 
 def row_of_id(bundle: Bundle, galaxy_id: int) -> int:
     """Table row of a catalogue id (SelectionError when it is not in the table)."""
-    rows = np.flatnonzero(bundle.table["id"].to_numpy() == galaxy_id)
+    rows = np.flatnonzero(bundle.column("id") == galaxy_id)
     if rows.size == 0:
         raise SelectionError(f"no galaxy with id {galaxy_id} in this dataset")
     return int(rows[0])
@@ -144,7 +144,7 @@ def row_of_id(bundle: Bundle, galaxy_id: int) -> int:
 def restore(bundle: Bundle, current: Selection, saved, mode: str = "new") -> tuple[Selection, int]:
     """Combine a `NamedSelection` with ``current``; returns the selection and how many of
     its ids are not in this table (skipped)."""
-    mask = np.isin(bundle.table["id"].to_numpy(), saved.ids)
+    mask = np.isin(bundle.column("id"), saved.ids)
     missing = int(len(saved.ids) - mask.sum())
     steps = [{**step, "restored_from": saved.name} for step in saved.history]
     return _combine(bundle, current, mask, mode, {}, steps, None), missing

@@ -66,11 +66,9 @@ class Statistics:
 
 def compute(bundle: Bundle, rows: np.ndarray | None = None, seed: int = 0) -> Statistics:
     """The papers' figures on ``rows`` of ``bundle``'s table (None: every row)."""
-    table = bundle.table
-    if rows is not None:
-        if len(rows) == 0:
-            raise SelectionError("the selection is empty; select galaxies or compute on every map")
-        table = table.iloc[np.asarray(rows)]
+    if rows is not None and len(rows) == 0:
+        raise SelectionError("the selection is empty; select galaxies or compute on every map")
+    table = bundle.frame(rows=rows)
     n_galaxies = table["galaxy_id"].nunique() if "galaxy_id" in table.columns else len(table)
     scope = "the selection" if rows is not None else "every map"
     out = Statistics(description=f"Computed on {scope}: {len(table):,} maps of {n_galaxies:,} galaxies.")

@@ -146,8 +146,7 @@ def make_config(settings: TrainingSettings, bundle: Bundle, selection: np.ndarra
 def _head_config(settings: TrainingSettings, bundle: Bundle, selection: np.ndarray, marks) -> HeadConfig:
     """An MLP head on the table's latent vectors; with the subset "current selection" only the
     selected rows are used for training."""
-    table = bundle.table
-    latent = latent_columns(table)
+    latent = latent_columns(bundle.columns)
     if not latent:
         raise ParameterError("this table has no latent vectors; open a model to train a head on its latents")
     task = "regression" if settings.head_labels == HEAD_LABELS[0] else "classification"
@@ -155,14 +154,14 @@ def _head_config(settings: TrainingSettings, bundle: Bundle, selection: np.ndarr
         if marks is None:
             raise ParameterError("marks are made in the Boundaries tab, which this page lacks; "
                                  "label the head with a catalogue column instead")
-        ids = table["id"].to_numpy()
+        ids = bundle.column("id")
         a, b = np.isin(ids, marks.a), np.isin(ids, marks.b)
         values = np.where(a & ~b, 1.0, np.where(b & ~a, 0.0, np.nan))
         target, unit, described = "marks", "", "user marks: A = 1, B = 0"
     else:
-        if settings.target not in table.columns:
+        if settings.target not in bundle.table:
             raise ParameterError("choose the catalogue column the head should learn")
-        values = table[settings.target].to_numpy(np.float64)
+        values = np.asarray(bundle.column(settings.target), dtype=np.float64)
         target, unit, described = settings.target, bundle.unit(settings.target), settings.target
         if task == "classification":
             values = np.where(np.isfinite(values), (values > settings.threshold).astype(np.float64), np.nan)
@@ -171,12 +170,12 @@ def _head_config(settings: TrainingSettings, bundle: Bundle, selection: np.ndarr
     if settings.subset == SUBSETS[1]:
         if len(selection) == 0:
             raise ParameterError("nothing is selected; lasso galaxies or train on the whole dataset")
-        keep = np.zeros(len(table), dtype=bool)
+        keep = np.zeros(bundle.n_maps, dtype=bool)
         keep[np.asarray(selection)] = True
         values = np.where(keep, values, np.nan)
-    groups = table["galaxy_id"] if "galaxy_id" in table.columns else table["id"]
-    config = HeadConfig(target=target, latents=table[latent].to_numpy(np.float64), values=values,
-                        galaxy_ids=groups.to_numpy(), task=task, latent_names=latent, target_unit=unit,
+    groups = bundle.column("galaxy_id" if "galaxy_id" in bundle.table else "id")
+    config = HeadConfig(target=target, latents=bundle.frame(latent).to_numpy(np.float64), values=values,
+                        galaxy_ids=groups, task=task, latent_names=latent, target_unit=unit,
                         labels_from=described, hidden_layers=HEAD_HIDDEN_LAYERS, epochs=int(settings.epochs),
                         batch_size=int(settings.batch_size), learning_rate=float(settings.learning_rate),
                         seed=int(settings.seed), model_path=str(bundle.model.path) if bundle.model else None)
@@ -214,7 +213,7 @@ class TrainingRun:
         self.phase, self.head = IDLE, None
         self.job = self.manager.submit(config, dataset.path if dataset is not None else "", name=name,
                                        embed=not isinstance(config, HeadConfig),
-                                       embed_umap="umap_0" in bundle.table.columns)
+                                       embed_umap="umap_0" in bundle.columns)
         return self.job
 
     def poll(self) -> None:
@@ -235,7 +234,7 @@ class TrainingRun:
             self.phase = HEAD_STALE
             raise ParameterError(f"the MLP head saved to {self.job.result.name} was trained on the latents of "
                                  "another model; its predictions were not added to this table")
-        columns = self.head.table_columns(bundle.table[latent_columns(bundle.table)].to_numpy(np.float64))
+        columns = self.head.table_columns(bundle.frame(latent_columns(bundle.columns)).to_numpy(np.float64))
         self.phase = HEAD_APPLIED
         return columns, {self.head.columns[0]: self.head.target_unit}
 

@@ -119,15 +119,15 @@ def place(bundle: Bundle, names: list[str], latents: np.ndarray) -> pd.DataFrame
     the bundle has UMAP, and ``neighbour_ids`` (catalogue ids of the `N_NEIGHBOURS` nearest
     galaxies in latent space)."""
     z = np.atleast_2d(np.asarray(latents, dtype=np.float64))
-    lat = latent_columns(bundle.table)
+    lat = latent_columns(bundle.columns)
     if z.shape[1] != len(lat):
         raise ModelError(f"latent vectors have {z.shape[1]} dimensions but the embedding has {len(lat)}")
     markers = pd.DataFrame({"name": list(names), **{c: z[:, k] for k, c in enumerate(lat)}})
     for column, values in bundle.projector.transform(z, umap=False).items():
         markers[column] = values
-    if {"umap_0", "umap_1"} <= set(bundle.table.columns):
+    if {"umap_0", "umap_1"} <= set(bundle.columns):
         markers["umap_0"] = markers["umap_1"] = np.nan
-    ids = bundle.table["id"].to_numpy()
+    ids = bundle.column("id")
     near = bundle.neighbours_of_latent(z, N_NEIGHBOURS)
     markers["neighbour_ids"] = [", ".join(str(int(i)) for i in ids[row]) for row in near]
     return markers

@@ -86,7 +86,7 @@ class BoundaryView(pn.viewable.Viewer):
                               threshold=self.bundle.kappa_threshold)
 
     def _mark(self, which: str) -> None:
-        ids = self.bundle.table["id"].to_numpy()[self.selection.rows]
+        ids = self.bundle.column("id")[self.selection.rows]
         self.boundary.marks.mark(ids, which)
         self.boundary.marks_changed = True
 
@@ -106,7 +106,7 @@ class BoundaryView(pn.viewable.Viewer):
             rows, labels, text = bounds.labelled_by_threshold(bundle, self.label_column, self.threshold)
             column, threshold = self.label_column, self.threshold
         if self.features == bounds.FEATURES[1]:
-            features, projection = latent_columns(bundle.table), None
+            features, projection = latent_columns(bundle.columns), None
         else:
             features, projection = list(self.selection.map.axes), self.selection.map.projection
         return bounds.METHODS[self.method], features, rows, labels, text, projection, column, threshold

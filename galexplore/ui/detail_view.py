@@ -67,7 +67,7 @@ class DetailView(pn.viewable.Viewer):
             self.param.saliency_target.objects = targets
             if self.saliency_target not in targets:
                 self.saliency_target = targets[0] if targets else None
-            self.param.traversal_axis.bounds = (0, max(len(latent_columns(bundle.table)) - 1, 0))
+            self.param.traversal_axis.bounds = (0, max(len(latent_columns(bundle.columns)) - 1, 0))
             self.traversal_axis = min(self.traversal_axis, self.param.traversal_axis.bounds[1])
 
     def _current(self) -> tuple | None:
@@ -144,7 +144,7 @@ class DetailView(pn.viewable.Viewer):
         if self._current() != key:
             return
         self.neighbours.object = png
-        ids = bundle.table["id"].to_numpy()[rows]
+        ids = bundle.column("id")[rows]
         self.neighbour_ids.param.update(options={"(choose)": None, **{f"id {int(i)}": int(i) for i in ids}},
                                         value=None)
 
@@ -167,7 +167,7 @@ class DetailView(pn.viewable.Viewer):
         png = await asyncio.to_thread(traverse)
         if self._current() != key or self.traversal_axis != axis:
             return
-        column = latent_columns(bundle.table)[axis]
+        column = latent_columns(bundle.columns)[axis]
         self.traversal_note.object = (f"Decoded along **{column}** from -2 to +2 standard deviations through this "
                                       f"galaxy (model input space, "
                                       f"{literal(details.input_unit(bundle.model.card.recipe))}); "

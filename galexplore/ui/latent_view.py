@@ -149,7 +149,7 @@ class LatentMap(pn.viewable.Viewer):
         fig.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
         fig.y_range.update(start=y0, end=y1, reset_start=y0, reset_end=y1)
         fig.xaxis.axis_label, fig.yaxis.axis_label = bundle.label(xcol), bundle.label(ycol)
-        columns = [c for c in HOVER_COLUMNS if c in bundle.table.columns]
+        columns = [c for c in HOVER_COLUMNS if c in bundle.columns]
         self.hover_tool.tooltips = [(bundle.label(xcol), "@x{0.000}"), (bundle.label(ycol), "@y{0.000}"),
                                     *[(bundle.label(c), "@{%s}" % c) for c in columns]]
         self._render((x0, x1, y0, y1))
@@ -259,9 +259,9 @@ class LatentMap(pn.viewable.Viewer):
         if visible is not None:
             keep &= visible
         rows = np.flatnonzero(keep)
-        columns = [c for c in HOVER_COLUMNS if c in m.bundle.table.columns]
+        columns = [c for c in HOVER_COLUMNS if c in m.bundle.columns]
         data = {"x": x[rows], "y": y[rows]}
-        data.update({c: m.bundle.table[c].to_numpy()[rows] for c in columns})
+        data.update({c: m.bundle.column(c)[rows] for c in columns})
         self.hover_source.data = data
 
     # ---------------------------------------------------------------- gestures

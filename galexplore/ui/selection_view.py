@@ -33,8 +33,8 @@ WIDTH = 1000
 
 def selection_count_text(bundle, rows: np.ndarray) -> str:
     """'N maps selected (M galaxies) of T maps of G galaxies'."""
-    galaxies = (int(pd.unique(bundle.table["galaxy_id"].to_numpy()[rows]).size)
-                 if "galaxy_id" in bundle.table.columns else int(rows.size))
+    galaxies = (int(pd.unique(bundle.column("galaxy_id")[rows]).size)
+                 if "galaxy_id" in bundle.columns else int(rows.size))
     return (f"**{rows.size:,} maps selected** ({galaxies:,} galaxies) of {bundle.n_maps:,} maps of "
             f"{bundle.n_galaxies:,} galaxies")
 
@@ -188,7 +188,7 @@ class SelectionView(pn.viewable.Viewer):
         bundle, rows, column = self.selection.map.bundle, self.selection.rows, self.histogram_column
         if column is None:
             return
-        values = bundle.table[column].to_numpy(dtype=np.float64)
+        values = np.asarray(bundle.column(column), dtype=np.float64)
         data = histogram_data(values, values[rows])
 
         def draw() -> None:
@@ -206,14 +206,14 @@ class SelectionView(pn.viewable.Viewer):
             self.gallery_note.object = "Select galaxies with the lasso or box tool to see their maps."
             rows = np.empty(0, dtype=np.int64)
         else:
-            values = bundle.table[sort].to_numpy(dtype=np.float64)[selected]
+            values = np.asarray(bundle.column(sort), dtype=np.float64)[selected]
             order = np.argsort(-values if self.gallery_descending else values, kind="stable")
             rows = selected[order[:GALLERY_SIZE]]
             self.gallery_note.object = (f"First {rows.size} of {selected.size:,} selected maps, sorted by "
                                         f"{literal(sort)} ({'descending' if self.gallery_descending else 'ascending'})"
                                         + (f"; captions: id and {literal(sort)}." if sort != "id" else "."))
-        ids = bundle.table["id"].to_numpy()[rows]
-        values = bundle.table[sort].to_numpy()[rows]
+        ids = bundle.column("id")[rows]
+        values = bundle.column(sort)[rows]
         captions = [f"id {int(i)}" if sort == "id" else f"id {int(i)}: {details.format_value(v)}"
                     for i, v in zip(ids, values)]
 
@@ -240,7 +240,7 @@ class SelectionView(pn.viewable.Viewer):
 
     def _on_save(self, event) -> None:
         s = self.selection
-        ids = s.map.bundle.table["id"].to_numpy()[s.rows]
+        ids = s.map.bundle.column("id")[s.rows]
         dataset = s.map.bundle.dataset
         self.store.save(self.name_input.value.strip(), ids, s.current.history, scope=self.scope.value,
                         dataset_fingerprint=dataset.fingerprint if dataset is not None else None)

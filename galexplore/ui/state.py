@@ -107,8 +107,8 @@ class MapState(param.Parameterized):
             self.param.color_by.objects = colours
             self.param.update(
                 projection=projection, color_by=colour,
-                filters={k: v for k, v in self.filters.items() if k in bundle.table.columns},
-                clicked=self.clicked if self.clicked is not None and self.clicked < len(bundle.table) else None)
+                filters={k: v for k, v in self.filters.items() if k in bundle.columns},
+                clicked=self.clicked if self.clicked is not None and self.clicked < bundle.n_maps else None)
 
     @property
     def bundle(self) -> Bundle:
@@ -129,7 +129,7 @@ class MapState(param.Parameterized):
         self.filters = {**self.filters, column: selections.check_filter(self.bundle, column, low, high)}
 
     def colour_values(self) -> np.ndarray | None:
-        return None if self.density else self.bundle.table[self.color_by].to_numpy()
+        return None if self.density else self.bundle.column(self.color_by)
 
     def colour_label(self) -> str:
         return "maps per pixel" if self.density else self.bundle.label(self.color_by)
@@ -202,7 +202,7 @@ class SelectionState(param.Parameterized):
         return missing
 
     def selected_table(self) -> pd.DataFrame:
-        return self.map.bundle.table.iloc[self.rows]
+        return self.map.bundle.frame(rows=self.rows)
 
 
 class FittedBoundary(param.Parameterized):
