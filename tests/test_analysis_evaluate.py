@@ -72,6 +72,11 @@ def test_cae_report_by_construction():
     assert p["sense"] == 1 and p["offset_deg"] == pytest.approx(330.0)
     assert p["sigma_deg"] < 1e-6
     assert sum(row["n"] for row in p["by_inclination"]) == report["n_scored"]
+    test_inc = catalog.loc[catalog["galaxy_id"].isin(TEST_GALAXIES), "inc"]
+    assert [(row["inc_lo"], row["inc_hi"], row["n"]) for row in p["by_inclination_range"]] == [
+        (30.0, 40.0, int(test_inc.between(30, 40, inclusive="left").sum())),
+        (40.0, 60.0, int(test_inc.between(40, 60, inclusive="left").sum())),
+        (60.0, 90.0, int((test_inc >= 60).sum()))]
     assert report["reconstruction"]["recon_mse_mean"] == pytest.approx(0.01)
     stats = pd.DataFrame(report["latent_property_statistics"]).set_index(["latent", "property"])
     assert {"id", "galaxy_id", "view"}.isdisjoint(stats.index.get_level_values("property"))
@@ -133,7 +138,7 @@ def test_evaluate_model_reads_the_dataset_and_the_embedding(tmp_path, monkeypatc
         writer.append(maps, catalog)
 
     class FakeLoadedModel:
-        def __init__(self, path, device="auto"):
+        def __init__(self, path, device="auto", recipe=None):
             self.card = CAE_CARD
 
     seen = {}

@@ -62,6 +62,7 @@ def test_the_model_picker_names_each_checkpoint_once(monkeypatch, fixture_paths,
     import shutil
 
     _, model = fixture_paths
+    monkeypatch.setenv("GALEXPLORE_DATA_DIR", str(tmp_path / "data"))  # no user or zoo models of other tests
     samples = tmp_path / "samples"
     for name in ("a", "b"):
         shutil.copytree(model, samples / name)

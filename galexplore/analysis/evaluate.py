@@ -37,6 +37,9 @@ from galexplore.analysis.stats import (
 )
 from galexplore.errors import ColumnError
 
+#: Inclination ranges [deg] whose PA error is also reported as a whole: 30-40 (the paper's
+#: 32.5 deg, sigma 23 deg), 40-60 and above 60 (its 82.5 deg, sigma 17 deg).
+PA_INCLINATION_RANGES = (30.0, 40.0, 60.0, 90.0)
 #: Catalogue columns that are bookkeeping or observing setup, not galaxy properties.
 NON_PROPERTY_COLUMNS = ("id", "galaxy_id", "view", "snr")
 #: Latent-property statistics are computed for at most this many latents (the first ones,
@@ -193,10 +196,13 @@ def _dawson_metrics(card, rows: pd.DataFrame, train: np.ndarray, scored: np.ndar
             calibration = PositionAngleCalibration().fit(angle[train], pa[train])
             source = "fitted on train" if not train.all() else "fitted on all rows"
         residual = calibration.residuals(calibration.transform(angle[scored]), pa[scored])
-        by_inc = pa_residual_sigma_by_inclination(residual, rows["inc"].to_numpy(dtype=np.float64)[scored])
+        inc = rows["inc"].to_numpy(dtype=np.float64)[scored]
+        by_inc = pa_residual_sigma_by_inclination(residual, inc)
+        by_range = pa_residual_sigma_by_inclination(residual, inc, bins=PA_INCLINATION_RANGES)
         out["position_angle"] = {**calibration.to_dict(), "calibration": source, "against": pa_column,
                                  "sigma_deg": float(np.nanstd(residual, ddof=1)),
-                                 "by_inclination": _records(by_inc[by_inc["n"] > 0])}
+                                 "by_inclination": _records(by_inc[by_inc["n"] > 0]),
+                                 "by_inclination_range": _records(by_range[by_range["n"] > 0])}
     return out
 
 
@@ -293,7 +299,7 @@ def format_report(report: dict, top: int = 5) -> str:
         lines += ["", f"position angle: pa = {p['sense']:+d} x latent angle + {_fmt(p['offset_deg'])} deg; "
                       f"residual sigma {_fmt(p['sigma_deg'])} deg",
                   "  inc [deg]     n    mean   s.e.    std  sigma16-84"]
-        for row in p["by_inclination"]:
+        for row in [*p["by_inclination"], *p.get("by_inclination_range", [])]:
             lines.append(f"  {row['inc_lo']:4.0f}-{row['inc_hi']:<4.0f} {row['n']:6d} {row['mean']:7.2f} "
                          f"{row['standard_error']:6.2f} {row['std']:6.2f} {row['sigma_16_84']:8.2f}")
     if "latent_property_statistics" in report:
