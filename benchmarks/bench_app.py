@@ -1,15 +1,15 @@
 """The explorer's speed, each figure against a baseline measured in the same run.
 
 * Start-up: launch of ``galexplore serve`` on the sample until a usable page in headless
-  Chromium (the latent map shows its points), each server started twice (the first start
-  after a change of the kernels' source compiles them into Numba's cache); the lines the
-  server prints while it starts. Baseline: a bare Panel + HoloViews/Datashader page
+  Chromium (the latent map shows its points), each server started twice; the lines the
+  server prints while it starts (Datashader compiles its kernels in every new process). Baseline: a bare Panel + HoloViews/Datashader page
   (``rasterize`` + ``dynspread`` of the same points), launched and measured the same way.
 * Page load: CPU seconds the server process spends per page load (20 requests of ``/``,
   from /proc), for both servers.
 * Re-render after a zoom, 4,400 points (the sample) and 10^7 (synthetic): the map's own
-  ``LatentMap._render`` (raster, spread, selection, hover and marker layers); baseline:
-  Datashader's ``Canvas.points`` + ``dynspread`` of the same points (compiled beforehand).
+  ``LatentMap._render`` (Datashader raster and spread, selection, hover and marker layers);
+  baseline: Datashader's ``Canvas.points`` + ``dynspread`` alone on the same points (compiled
+  beforehand).
 * Lasso (50 vertices): ``galexplore.explorer.selections.lasso``; baseline matplotlib.
 * Click to detail: the maps (``galaxy_detail`` + ``detail_png``), then everything (saliency,
   neighbours, traversal); baseline: one Matplotlib figure of it all.

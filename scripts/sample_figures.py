@@ -13,9 +13,6 @@ from scipy.stats import spearmanr
 
 from galexplore.data.dataset import open_dataset
 
-ARCSEC_IN_RAD = np.pi / 180 / 3600
-
-
 def main(path: str = "sample_data/universe") -> None:
     dataset = open_dataset(path)
     catalog = dataset.catalog
@@ -30,7 +27,7 @@ def main(path: str = "sample_data/universe") -> None:
     print(f"Spearman(delta_ls, disturbed) = {spearmanr(galaxies['delta_ls'], disturbed)[0]:.2f}, "
           f"Spearman(delta_ls, kappa) = {spearmanr(galaxies['delta_ls'], galaxies['kappa'])[0]:.2f}")
     print(f"median blank fraction of mom1: {np.median(np.isnan(mom1).mean(axis=(1, 2))):.2f}")
-    print(f"median pixel scale: {np.median(catalog['distance'] * 1e3 * ARCSEC_IN_RAD):.2f} kpc (1\" pixels)")
+    print(f"median pixel scale: {catalog['pixel_kpc'].median():.2f} kpc (1\" pixels)")
 
 
 if __name__ == "__main__":
