@@ -421,16 +421,29 @@ class Dataset:
         return self._catalog
 
     def _load_catalog(self) -> pd.DataFrame:
-        paths = self._part_paths()
-        if not paths:
+        if not self._manifest["catalog_parts"]:
             return pd.DataFrame({"id": np.zeros(0, dtype=np.int64)})
+        catalog = self._read_parts(None)
+        if "id" not in catalog.columns:
+            raise DatasetError(f"the catalogue of {self.path} has no 'id' column; regenerate the "
+                               "dataset.")
+        if catalog["id"].duplicated().any():
+            raise DatasetError(f"the catalogue of {self.path} has duplicate ids; regenerate the "
+                               "dataset.")
+        return catalog
+
+    def _read_parts(self, columns: list[str] | None) -> pd.DataFrame:
+        """The catalogue parts (only ``columns`` where given) joined, one row per map; each
+        part's SHA-256 is checked on its first read."""
         tables = []
-        for entry, path in zip(self._manifest["catalog_parts"], paths):
-            data = path.read_bytes()
-            if CHECKSUM_KEY in entry and _sha256(data) != entry[CHECKSUM_KEY]:
-                raise self._mismatch("catalogue part", entry["file"])
+        for k, (entry, path) in enumerate(zip(self._manifest["catalog_parts"], self._part_paths())):
+            if k not in self._checked_parts:
+                if CHECKSUM_KEY in entry and _file_sha256(path) != entry[CHECKSUM_KEY]:
+                    raise self._mismatch("catalogue part", entry["file"])
+                self._checked_parts.add(k)
             try:
-                tables.append(pq.read_table(pa.BufferReader(data)))
+                present = None if columns is None else [c for c in columns if c in pq.read_schema(path).names]
+                tables.append(pq.read_table(path, columns=present))
             except (pa.ArrowException, OSError) as err:
                 raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
                                    "dataset.") from err
@@ -439,17 +452,11 @@ class Dataset:
         except pa.ArrowException as err:
             raise DatasetError(f"the catalogue parts of {self.path} do not fit together ({err}); "
                                "regenerate the dataset.") from err
-        catalog = table.to_pandas()
-        if len(catalog) != len(self):
-            raise DatasetError(f"the catalogue of {self.path} has {len(catalog)} rows but the map "
+        frame = table.to_pandas()
+        if len(frame) != len(self):
+            raise DatasetError(f"the catalogue of {self.path} has {len(frame)} rows but the map "
                                f"store has {len(self)} maps; regenerate the dataset.")
-        if "id" not in catalog.columns:
-            raise DatasetError(f"the catalogue of {self.path} has no 'id' column; regenerate the "
-                               "dataset.")
-        if catalog["id"].duplicated().any():
-            raise DatasetError(f"the catalogue of {self.path} has duplicate ids; regenerate the "
-                               "dataset.")
-        return catalog
+        return frame
 
     @property
     def catalog_schema(self) -> pa.Schema:
@@ -477,28 +484,7 @@ class Dataset:
             raise DatasetError(f"the catalogue of {self.path} has no column(s) {unknown}")
         if self._catalog is not None:
             return self._catalog[list(columns)]
-        tables = []
-        for k, (entry, path) in enumerate(zip(self._manifest["catalog_parts"], self._part_paths())):
-            if k not in self._checked_parts:
-                if CHECKSUM_KEY in entry and _file_sha256(path) != entry[CHECKSUM_KEY]:
-                    raise self._mismatch("catalogue part", entry["file"])
-                self._checked_parts.add(k)
-            try:
-                present = pq.read_schema(path).names
-                tables.append(pq.read_table(path, columns=[c for c in columns if c in present]))
-            except (pa.ArrowException, OSError) as err:
-                raise DatasetError(f"cannot read the catalogue of {self.path} ({err}); regenerate the "
-                                   "dataset.") from err
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        except pa.ArrowException as err:
-            raise DatasetError(f"the catalogue parts of {self.path} do not fit together ({err}); "
-                               "regenerate the dataset.") from err
-        frame = table.to_pandas()
-        if len(frame) != len(self):
-            raise DatasetError(f"the catalogue of {self.path} has {len(frame)} rows but the map "
-                               f"store has {len(self)} maps; regenerate the dataset.")
-        return frame[list(columns)]
+        return self._read_parts(list(columns))[list(columns)]
 
     def read_catalog_row(self, row: int, columns: list[str]) -> dict[str, object]:
         """``columns`` of one catalogue row (as `catalog` would hold them), reading only the
