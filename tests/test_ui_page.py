@@ -112,3 +112,33 @@ def test_errors_of_callbacks_are_shown_in_their_own_page(page):
     assert page.session.messages.text == "ZeroDivisionError: boom"
     feedback.install()
     assert pn.config.exception_handler is feedback._handle
+
+
+def test_writes_to_closed_pages_are_dropped_and_other_task_errors_reported():
+    import asyncio
+
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    from galexplore.ui import feedback
+
+    class Loop:
+        def __init__(self):
+            self.reported = []
+
+        def default_exception_handler(self, context):
+            self.reported.append(context["exception"])
+
+    loop = Loop()
+    for closed in (WebSocketClosedError(), StreamClosedError()):
+        feedback.closed_page_handler(loop, {"message": "Task exception was never retrieved", "exception": closed})
+    other = ValueError("a real failure")
+    feedback.closed_page_handler(loop, {"message": "Task exception was never retrieved", "exception": other})
+    assert loop.reported == [other]
+
+    async def install_in_a_running_loop():
+        feedback.quiet_closed_pages()
+        return asyncio.get_running_loop().get_exception_handler()
+
+    assert asyncio.run(install_in_a_running_loop()) is feedback.closed_page_handler
+    feedback.quiet_closed_pages()  # outside a running loop: nothing to install, no error

@@ -36,6 +36,32 @@ def install() -> None:
     pn.config.exception_handler = _handle
 
 
+def closed_page_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """An asyncio exception handler that drops the errors of writes to a page that has closed.
+
+    Panel sends some updates as tasks that nobody awaits; when their browser page closes
+    meanwhile, Tornado fails them with ``WebSocketClosedError`` and asyncio logs "Task
+    exception was never retrieved" with a traceback, for nothing the server could do.
+    Every other error goes to the loop's default handler.
+    """
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    if isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+        LOG.debug("a page closed while the server wrote to it")
+        return
+    loop.default_exception_handler(context)
+
+
+def quiet_closed_pages() -> None:
+    """Install `closed_page_handler` on the running event loop (the server's, while a session
+    is built); nothing outside a running loop."""
+    try:
+        asyncio.get_running_loop().set_exception_handler(closed_page_handler)
+    except RuntimeError:
+        pass
+
+
 def register(messages: Messages) -> None:
     """Show the errors of the session being built in ``messages``."""
     if pn.state.curdoc is not None:

@@ -351,6 +351,7 @@ def build_app(dataset=None, model=None, *, allowed_dirs=(), selections_dir=None,
     The page's ``session`` attribute holds its states.
     """
     feedback.install()
+    feedback.quiet_closed_pages()
     dataset = Path(dataset) if dataset is not None else SAMPLE_DATASET
     model = str(model) if model is not None else default_model()
     session = Session.open(BUNDLES.get(dataset, model), allowed_directories(dataset, model, allowed_dirs))
