@@ -153,6 +153,10 @@ def test_umap_rebuilt_from_its_reference_places_new_points_exactly_as_the_origin
     restored = LatentProjector.from_dict(projector.to_dict(), umap_reference=projector.umap_reference_)
     got = restored.transform(new)
     np.testing.assert_allclose(np.column_stack([got["umap_0"], got["umap_1"]]), expected, atol=1e-6)
+    # coordinates read back from a table's two columns come column-major
+    latents, coords = projector.umap_reference_
+    from_columns = UMAPProjection.from_reference(latents, np.asfortranarray(coords), **projector.umap_settings)
+    np.testing.assert_allclose(from_columns.transform(new), expected, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- the output cache

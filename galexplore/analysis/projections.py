@@ -216,7 +216,9 @@ class UMAPProjection:
         import umap
 
         X_fit = _as_2d(X_fit, "X_fit")
-        embedding = np.asarray(embedding, dtype=np.float32)
+        # row-major: umap-learn's kernels are compiled for C-contiguous rows, and coordinates
+        # read from a table's columns come column-major
+        embedding = np.ascontiguousarray(embedding, dtype=np.float32)
         if embedding.shape != (X_fit.shape[0], 2):
             raise ParameterError(f"the UMAP reference has {X_fit.shape[0]} rows but {embedding.shape} coordinates; "
                                  "expected one (x, y) pair per row")
