@@ -2,7 +2,8 @@
 
 * Start-up: launch of ``galexplore serve`` on the sample until a usable page in headless
   Chromium (the latent map shows its points), each server started twice; the lines the
-  server prints while it starts (Datashader compiles its kernels in every new process). Baseline: a bare Panel + HoloViews/Datashader page
+  server prints while it starts (Datashader compiles its kernels in every new process).
+  Baseline: a bare Panel + HoloViews/Datashader page
   (``rasterize`` + ``dynspread`` of the same points), launched and measured the same way.
 * Page load: CPU seconds the server process spends per page load (20 requests of ``/``,
   from /proc), for both servers.

@@ -33,6 +33,8 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reliability as r  # noqa: E402  (tests/reliability.py: the corpus)
@@ -128,15 +130,11 @@ def bomb_memory() -> None:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    """Processes whose parent is ``pid``."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def alive(pid: int) -> bool:

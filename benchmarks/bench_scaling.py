@@ -21,7 +21,6 @@ worker on one.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import resource
 import sys
@@ -35,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embed import synthetic_dataset  # noqa: E402
+from bench_universe import tree_digest  # noqa: E402
 
 from galexplore.analysis.inference import on_workers, run_model  # noqa: E402
 from galexplore.data.dataset import open_dataset  # noqa: E402
@@ -42,14 +42,6 @@ from galexplore.mock.universe import UniverseConfig, build_universe  # noqa: E40
 from galexplore.models.cae import DawsonCAE  # noqa: E402
 from galexplore.models.checkpoint import ModelCard  # noqa: E402
 from galexplore.parallel import SerialEngine, open_engine  # noqa: E402
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def main() -> None:

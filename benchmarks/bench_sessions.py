@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--headless=new", "--no-first-run",
                  "--disable-background-networking"]
@@ -50,15 +52,10 @@ def rss_mb(pid: int) -> float:
 
 def children(pid: int) -> list[int]:
     """Processes whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 async def usable(page, url: str) -> float:

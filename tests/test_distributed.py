@@ -3,7 +3,6 @@ and nothing left running or complete-looking after a kill -9."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -26,17 +25,10 @@ from galexplore.mock.universe import UniverseConfig, build_universe
 from galexplore.models.cae import DawsonCAE
 from galexplore.models.checkpoint import ModelCard, save_checkpoint
 from galexplore.parallel import open_engine
+from test_universe import tree_digest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = dict(n_galaxies=8, views=1, seed=4, storage="compact")
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")

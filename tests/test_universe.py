@@ -17,7 +17,7 @@ from galexplore.mock.universe import CHANNELS, UniverseConfig, build_universe, p
 SMALL = dict(n_galaxies=6, views=2, seed=11)
 
 
-def _tree_digest(root: Path) -> str:
+def tree_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(root)).encode())
@@ -62,7 +62,7 @@ def test_universe_has_every_channel_and_true_properties(tiny_universe):
 def test_same_seed_same_bytes_whatever_the_workers(tiny_universe, tmp_path):
     again = tmp_path / "again"
     build_universe(UniverseConfig(**SMALL), again, workers=2)
-    assert _tree_digest(again) == _tree_digest(tiny_universe)
+    assert tree_digest(again) == tree_digest(tiny_universe)
 
 
 def test_environment_coupling_makes_dense_regions_more_disturbed():
